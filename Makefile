@@ -1,0 +1,52 @@
+# Storefront — one entry point for every task. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: help install dev test test-fast lint typecheck format tools bench bench-quick clean generate check-generated
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtual environment and install Storefront with its dev tools
+
+dev: install ## Run API, worker and scheduler on SQLite and embedded Redis (http://127.0.0.1:8000)
+	$(BIN)/storefront dev --port 8000
+
+tools: ## Install or build every real component the tests use (idempotent)
+	bash scripts/tools.sh
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install ## mypy on our packages
+	$(BIN)/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install tools lint typecheck ## Everything: lint, types, and the full suite against real components
+	$(BIN)/pytest
+
+test-fast: install ## The suite without cluster, Jaeger and slow tests (inner loop)
+	$(BIN)/pytest -m "not cluster and not slow and not jaeger and not helm"
+
+bench: install tools ## Benchmarks against their baselines, side by side
+	$(BIN)/python -m bench
+
+bench-quick: install ## A short benchmark run for development
+	$(BIN)/python -m bench --quick
+
+clean: ## Remove the virtual environment, caches and local data (keeps .tools)
+	rm -rf $(VENV) .storefront .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Install (apt) and build (Go, from the module proxy) the real components the tests run against.
+# Idempotent: binaries go to the git-ignored .tools/bin, one stamp per component+version in
+# .tools/stamps, so a second run is instant and a version change rebuilds only that component.
+# Versions are pinned in scripts/tool-versions.env. Usage: bash scripts/tools.sh
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/tool-versions.env
+source "$ROOT/scripts/tool-versions.env"
+
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+STAMPS="$TOOLS/stamps"
+SRC="$TOOLS/src"
+LOGS="$TOOLS/logs"
+mkdir -p "$BIN" "$STAMPS" "$SRC" "$LOGS"
+
+# Never download a Go toolchain behind our back; no cgo (static binaries, as upstream releases).
+export GOTOOLCHAIN=local CGO_ENABLED=0
+JOBS="${TOOLS_JOBS:-$(nproc)}"
+GO_BUILD_FLAGS=(-trimpath -buildvcs=false -p "$JOBS")
+
+FAILED_REQUIRED=()
+FAILED_OPTIONAL=()
+
+log() { printf '[tools] %s\n' "$*"; }
+
+go_version() { go env GOVERSION | sed 's/^go//'; }
+
+# Path of the go.mod of MODULE@VERSION in the module cache (downloading it if needed).
+module_gomod() {
+    (cd "$SRC" && go mod download -json "$1@$2") | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages
+# ---------------------------------------------------------------------------------------------
+install_packages() {
+    local need=()
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+    if ((${#need[@]} == 0)); then
+        log "packages: redis-server, prometheus, postgresql, wrk already installed"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "packages: MISSING ${need[*]} and no apt-get on this machine; install them by hand"
+        FAILED_REQUIRED+=("apt:${need[*]}")
+        return 0
+    fi
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    log "packages: installing ${need[*]}"
+    local start=$SECONDS
+    if "${sudo[@]}" apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+            --no-install-recommends "${need[@]}"; then
+        log "packages: installed in $((SECONDS - start))s"
+    else
+        log "packages: apt-get install ${need[*]} FAILED"
+        FAILED_REQUIRED+=("apt:${need[*]}")
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Go builds
+# ---------------------------------------------------------------------------------------------
+
+# component NAME VERSION required|optional BINARIES(comma-separated) FUNCTION [ARGS...]
+# Runs FUNCTION VERSION ARGS... unless the stamp NAME-VERSION exists and all BINARIES are there.
+component() {
+    local name=$1 version=$2 kind=$3 binaries=$4 fn=$5
+    shift 5
+    local stamp="$STAMPS/$name-$version" have=1 b
+    IFS=, read -ra bins <<<"$binaries"
+    for b in "${bins[@]}"; do [[ -x "$BIN/$b" ]] || have=0; done
+    if [[ -f "$stamp" && $have == 1 ]]; then
+        log "$name $version: up to date"
+        return 0
+    fi
+    local logfile="$LOGS/$name.log" start=$SECONDS
+    log "$name $version: building (log: ${logfile#"$ROOT"/})"
+    if "$fn" "$version" "$@" >"$logfile" 2>&1; then
+        rm -f "$STAMPS/$name-"*
+        touch "$stamp"
+        log "$name $version: built in $((SECONDS - start))s"
+        return 0
+    fi
+    log "$name $version: FAILED after $((SECONDS - start))s; last lines of ${logfile#"$ROOT"/}:"
+    tail -n 25 "$logfile" | sed 's/^/    /'
+    local missing
+    missing=$(grep -E 'unknown revision|invalid version|no matching versions|not found|404 Not Found|410 Gone' "$logfile" | sort -u | head -n 10)
+    [[ -n "$missing" ]] && log "$name $version: missing from the module proxy:" &&
+        sed 's/^/    /' <<<"$missing"
+    if [[ $kind == required ]]; then
+        FAILED_REQUIRED+=("$name $version")
+    else
+        FAILED_OPTIONAL+=("$name $version")
+    fi
+    return 0
+}
+
+# go build ... -o .tools/bin/NAME PACKAGE, atomically (a half-written binary never looks built).
+go_build_to() {
+    local name=$1
+    shift
+    go build "${GO_BUILD_FLAGS[@]}" -o "$BIN/.$name.tmp" "$@" && mv -f "$BIN/.$name.tmp" "$BIN/$name"
+}
+
+# etcd: go.etcd.io/etcd/server/v3 has replace directives, so `go install` refuses it; build it
+# from a wrapper module whose main calls etcdmain.Main like etcd's own server/main.go.
+build_etcd() {
+    local v=$1 dir="$SRC/etcd-$1"
+    rm -rf "$dir" && mkdir -p "$dir" || return 1
+    cat >"$dir/go.mod" <<EOF
+module storefront.local/tools/etcd
+
+go $(go_version)
+
+require (
+	go.etcd.io/etcd/api/v3 $v
+	go.etcd.io/etcd/client/pkg/v3 $v
+	go.etcd.io/etcd/client/v3 $v
+	go.etcd.io/etcd/pkg/v3 $v
+	go.etcd.io/etcd/server/v3 $v
+)
+EOF
+    cat >"$dir/main.go" <<'EOF'
+// Command etcd is go.etcd.io/etcd/server/v3's main, built outside its replace directives.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}
+EOF
+    (cd "$dir" && go mod tidy && go_build_to etcd -ldflags "-s -w" .)
+}
+
+# Wrapper module for k8s.io/kubernetes: its go.mod replaces every staging module with
+# ./staging/src/k8s.io/X, which we turn into k8s.io/X => k8s.io/X $KUBERNETES_STAGING_VERSION.
+prepare_kubernetes() {
+    local v=$KUBERNETES_VERSION sv=$KUBERNETES_STAGING_VERSION
+    local dir="$SRC/kubernetes-$v" gomod replaces
+    [[ -f "$dir/.ready-$sv" ]] && return 0
+    rm -rf "$dir" && mkdir -p "$dir" || return 1
+    gomod=$(module_gomod k8s.io/kubernetes "$v")
+    [[ -f "$gomod" ]] || {
+        echo "cannot download k8s.io/kubernetes@$v"
+        return 1
+    }
+    replaces=$(sed -n "s#^[[:space:]]*\(k8s.io/[A-Za-z0-9._-]*\) => \./staging/src/.*#\t\1 => \1 $sv#p" "$gomod")
+    [[ -n "$replaces" ]] || {
+        echo "no staging replace directives found in $gomod"
+        return 1
+    }
+    cat >"$dir/go.mod" <<EOF
+module storefront.local/tools/kubernetes
+
+go $(go_version)
+
+require k8s.io/kubernetes $v
+
+replace (
+$replaces
+)
+EOF
+    cat >"$dir/tools.go" <<'EOF'
+//go:build tools
+
+// Package tools pins the k8s.io/kubernetes commands built by scripts/tools.sh.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+EOF
+    (cd "$dir" && go mod tidy) && touch "$dir/.ready-$sv"
+}
+
+# build_kube VERSION CMD: one of the k8s.io/kubernetes/cmd/* binaries, version-stamped.
+build_kube() {
+    local v=$1 cmd=$2 ldflags="-s -w" pkg minor
+    prepare_kubernetes || return 1
+    minor=$(cut -d. -f2 <<<"$v")
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    done
+    (cd "$SRC/kubernetes-$v" && go_build_to "$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd")
+}
+
+# helm: plain `go install`, with the ldflags of helm's Makefile (version, k8s version for lint
+# and .Capabilities, derived from the k8s.io/client-go it requires).
+build_helm() {
+    local v=$1 gomod cgv major minor
+    gomod=$(module_gomod helm.sh/helm/v3 "$v")
+    [[ -f "$gomod" ]] || {
+        echo "cannot download helm.sh/helm/v3@$v"
+        return 1
+    }
+    cgv=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")
+    major=$(($(cut -d. -f1 <<<"${cgv#v}") + 1))
+    minor=$(cut -d. -f2 <<<"$cgv")
+    local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$v"
+    ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major"
+    ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+    ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major"
+    ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+    (cd "$SRC" && GOBIN="$BIN" go install "${GO_BUILD_FLAGS[@]}" -ldflags "$ldflags" \
+        "helm.sh/helm/v3/cmd/helm@$v")
+}
+
+# jaeger v2 (cmd/jaeger): its go.mod has a replace directive, so build it from a wrapper module
+# that copies jaeger's non-local replace directives and tracks the command with `go get -tool`.
+build_jaeger() {
+    local v=$1 dir="$SRC/jaeger-$1" gomod replaces
+    rm -rf "$dir" && mkdir -p "$dir" || return 1
+    gomod=$(module_gomod github.com/jaegertracing/jaeger "$v")
+    [[ -f "$gomod" ]] || {
+        echo "cannot download github.com/jaegertracing/jaeger@$v"
+        return 1
+    }
+    replaces=$(awk '
+        /^replace[[:space:]]*\(/ { block = 1; next }
+        block && /^\)/ { block = 0; next }
+        block { print; next }
+        /^replace[[:space:]]/ { sub(/^replace[[:space:]]+/, ""); print }
+    ' "$gomod" | grep -v '=>[[:space:]]*\.' | sed 's/^[[:space:]]*/\t/')
+    {
+        printf 'module storefront.local/tools/jaeger\n\ngo %s\n' "$(go_version)"
+        [[ -n "$replaces" ]] && printf '\nreplace (\n%s\n)\n' "$replaces"
+    } >"$dir/go.mod"
+    (cd "$dir" && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$v" &&
+        go_build_to jaeger \
+            -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$v" \
+            github.com/jaegertracing/jaeger/cmd/jaeger)
+}
+
+# kwok (optional): fake nodes for a control plane without kubelets.
+build_kwok() {
+    local v=$1
+    (cd "$SRC" && GOBIN="$BIN" go install "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" \
+        "sigs.k8s.io/kwok/cmd/kwok@$v")
+}
+
+# ---------------------------------------------------------------------------------------------
+main() {
+    local start=$SECONDS
+    install_packages
+    if ! command -v go >/dev/null 2>&1; then
+        log "go: not found on PATH; cannot build etcd, kubernetes, helm, jaeger, kwok"
+        exit 1
+    fi
+    # Most needed first: the control plane, then helm and jaeger, then the rest.
+    component etcd "$ETCD_VERSION" required etcd build_etcd
+    component kube-apiserver "$KUBERNETES_VERSION" required kube-apiserver build_kube kube-apiserver
+    component helm "$HELM_VERSION" required helm build_helm
+    component jaeger "$JAEGER_VERSION" required jaeger build_jaeger
+    component kubectl "$KUBERNETES_VERSION" required kubectl build_kube kubectl
+    component kube-controller-manager "$KUBERNETES_VERSION" required kube-controller-manager \
+        build_kube kube-controller-manager
+    component kube-scheduler "$KUBERNETES_VERSION" required kube-scheduler build_kube kube-scheduler
+    component kwok "$KWOK_VERSION" optional kwok build_kwok
+
+    log "done in $((SECONDS - start))s; binaries in ${BIN#"$ROOT"/}"
+    if ((${#FAILED_OPTIONAL[@]})); then
+        log "optional components not available: ${FAILED_OPTIONAL[*]}"
+    fi
+    if ((${#FAILED_REQUIRED[@]})); then
+        log "REQUIRED components not available: ${FAILED_REQUIRED[*]}"
+        exit 1
+    fi
+}
+
+main "$@"

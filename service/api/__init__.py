@@ -1,0 +1,1 @@
+"""HTTP interface: versioned routers and the dependencies they share."""

@@ -1,0 +1,36 @@
+"""Orders of the current user."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from service.api.deps import CurrentUser, PaginationDep, RedisDep, SessionDep
+from service.schemas.common import Page, ResourceId
+from service.schemas.order import OrderCreate, OrderOut
+from service.services import orders
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_order(
+    data: OrderCreate, user: CurrentUser, session: SessionDep, redis: RedisDep
+) -> OrderOut:
+    """Reserve stock atomically and price the order; announces ``order.created``."""
+    return OrderOut.model_validate(await orders.create_order(session, redis, user.id, data))
+
+
+@router.get("", response_model=Page[OrderOut])
+async def list_orders(page: PaginationDep, user: CurrentUser, session: SessionDep) -> Page[OrderOut]:
+    rows, total = await orders.list_own_orders(session, user.id, page.offset, page.size)
+    return Page[OrderOut](
+        items=[OrderOut.model_validate(o) for o in rows],
+        page=page.page,
+        size=page.size,
+        total=total,
+    )
+
+
+@router.get("/{order_id}")
+async def read_order(order_id: ResourceId, user: CurrentUser, session: SessionDep) -> OrderOut:
+    return OrderOut.model_validate(await orders.get_own_order(session, user.id, order_id))

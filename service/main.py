@@ -1,0 +1,105 @@
+"""The application factory and its lifespan: every long-lived resource is opened and closed here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import structlog
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import health
+from service.api import metrics as metrics_api
+from service.api.v1.router import router as v1_router
+from service.api.v2.router import router as v2_router
+from service.core.database import create_engine, create_session_factory, pool_in_use
+from service.core.errors import install_error_handlers
+from service.core.redis import EmbeddedRedis, create_redis
+from service.core.resources import Resources
+from service.core.settings import Settings, get_settings
+from service.observability import metrics
+from service.observability.logging import configure_logging
+from service.observability.middleware import RequestTelemetryMiddleware
+from service.schemas.common import ErrorResponse
+from service.services import users
+from service.services.events import EventHub
+
+log = structlog.get_logger("storefront.app")
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open the engine, Redis (embedded if none is configured), HTTP client and event hub."""
+    embedded: EmbeddedRedis | None = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        redis_url = embedded.start()
+    engine = create_engine(settings)
+    redis = create_redis(redis_url)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    hub = EventHub(redis)
+    try:
+        await hub.start()
+        yield Resources(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            redis=redis,
+            redis_url=redis_url,
+            http=http,
+            events=hub,
+        )
+    finally:
+        await hub.close()
+        await http.aclose()
+        await redis.aclose()
+        await engine.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the Storefront API for ``settings`` (read from the environment by default)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format, component="api")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            metrics.DB_POOL_IN_USE.set_function(lambda: pool_in_use(resources.engine))
+            if settings.admin_email and settings.admin_password:
+                async with resources.sessions() as session:
+                    await users.ensure_admin(
+                        session, settings.admin_email, settings.admin_password.get_secret_value()
+                    )
+            log.info("api_started", version=__version__, database=resources.engine.dialect.name)
+            yield
+            log.info("api_stopping")
+
+    app = FastAPI(
+        title="Storefront",
+        version=__version__,
+        description="Users, products, orders, reports and live events.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        responses={
+            400: {"model": ErrorResponse},
+            401: {"model": ErrorResponse},
+            403: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            409: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+        },
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics_api.router)
+    app.include_router(v1_router)
+    app.include_router(v2_router)
+    app.add_middleware(RequestTelemetryMiddleware)
+    return app

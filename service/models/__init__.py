@@ -1,0 +1,19 @@
+"""SQLAlchemy models: the tables Storefront stores its data in."""
+
+from service.models.base import Base
+from service.models.order import Order, OrderItem, OrderStatus
+from service.models.product import Product, ProductImage
+from service.models.report import Report
+from service.models.user import Role, User
+
+__all__ = [
+    "Base",
+    "Order",
+    "OrderItem",
+    "OrderStatus",
+    "Product",
+    "ProductImage",
+    "Report",
+    "Role",
+    "User",
+]

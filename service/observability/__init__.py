@@ -1,0 +1,1 @@
+"""Logs, metrics and traces, all keyed by request ID."""

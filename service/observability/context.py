@@ -1,0 +1,41 @@
+"""The request ID of the work in progress (an HTTP request or a job), held in a contextvar."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+_request_id: ContextVar[str | None] = ContextVar("storefront_request_id", default=None)
+
+# Incoming IDs are echoed into headers and logs, so only a conservative alphabet is kept.
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def set_request_id(request_id: str | None) -> object:
+    """Set the current request ID; returns a token for :func:`reset_request_id`."""
+    return _request_id.set(request_id)
+
+
+def reset_request_id(token: object) -> None:
+    _request_id.reset(token)  # type: ignore[arg-type]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def accept_request_id(candidate: str | bytes | None) -> str:
+    """Keep a well-formed incoming ID; otherwise make a new one."""
+    if isinstance(candidate, bytes):
+        try:
+            candidate = candidate.decode("ascii")
+        except UnicodeDecodeError:
+            candidate = None
+    if candidate and _WELL_FORMED.match(candidate):
+        return candidate
+    return new_request_id()

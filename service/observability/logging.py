@@ -1,0 +1,95 @@
+"""One logging pipeline: structlog for our lines, ``ProcessorFormatter`` for library lines.
+
+Every line is one JSON object (orjson) or, on a terminal, coloured console output. Lines inside a
+request or job carry ``request_id``, ``trace_id`` and ``span_id`` through contextvars.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from structlog.types import EventDict, Processor
+
+_configured: tuple[str, str, str | None] | None = None
+
+
+def _add_trace_ids(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Add the current OpenTelemetry trace and span IDs, as hex, when a span is recording."""
+    if "trace_id" in event_dict:
+        return event_dict
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", component: str | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger once per process (idempotent)."""
+    global _configured
+    if _configured == (level, fmt, component):
+        return
+    _configured = (level, fmt, component)
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _add_trace_ids,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if component:
+        shared.insert(1, _bind_component(component))
+
+    renderer: Processor
+    if use_json:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    # Our middleware logs each request once; uvicorn's access log would be a second, slower copy.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq", "kopf"):
+        lib_logger = logging.getLogger(name)
+        lib_logger.handlers[:] = []
+        lib_logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("sqlalchemy.engine").setLevel(max(logging.WARNING, root.level))
+
+
+def _bind_component(component: str) -> Processor:
+    def add_component(_: Any, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("component", component)
+        return event_dict
+
+    return add_component

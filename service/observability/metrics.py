@@ -1,0 +1,70 @@
+"""The one Prometheus registry of the process and every metric Storefront exports.
+
+One uvicorn process per pod is the design (scale with replicas): the multiprocess mode of
+prometheus-client cannot carry exemplars and leaks per-pid files when workers are recycled.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+# Buckets advised by the OpenTelemetry HTTP semantic conventions.
+HTTP_DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+
+HTTP_REQUEST_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Duration of HTTP server requests, by route template.",
+    ["method", "route", "status_code"],
+    buckets=HTTP_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_ACTIVE_REQUESTS = Gauge(
+    "http_server_active_requests",
+    "HTTP requests in progress.",
+    ["method"],
+    registry=REGISTRY,
+)
+CACHE_REQUESTS = Counter(
+    "storefront_cache_requests_total",
+    "Cache look-ups by cache and result (hit or miss).",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+ORDERS_CREATED = Counter(
+    "storefront_orders_created_total", "Orders created.", registry=REGISTRY
+)
+ORDER_REVENUE = Counter(
+    "storefront_order_revenue_total",
+    "Revenue of created orders, in the currency's major unit.",
+    registry=REGISTRY,
+)
+SSE_SUBSCRIBERS = Gauge(
+    "storefront_sse_subscribers",
+    "Server-Sent Events streams open, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+DB_POOL_IN_USE = Gauge(
+    "storefront_db_pool_connections_in_use",
+    "Database connections checked out of the pool.",
+    registry=REGISTRY,
+)
+JOBS_ENQUEUED = Counter(
+    "storefront_jobs_enqueued_total",
+    "Jobs enqueued by the API, by actor.",
+    ["actor"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""Storefront test suite."""
