@@ -173,8 +173,59 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 25)
             child.wait()
 
 
+@app.command()
+def trace(
+    request_id: Annotated[str, typer.Argument(help="The request's X-Request-ID.")],
+    backend_url: Annotated[
+        str | None,
+        typer.Option(help="Jaeger query URL. Default: STOREFRONT_TRACE_BACKEND_URL."),
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="Service name in the traces. Default: OTEL_SERVICE_NAME or storefront-api."
+        ),
+    ] = None,
+    lookback: Annotated[
+        float, typer.Option(help="How far back to search, in hours.", min=0.01)
+    ] = 24,
+) -> None:
+    """Show the trace of one request as a span tree, found in Jaeger by its request ID."""
+    from service.observability.trace_query import (
+        TraceQueryError,
+        fetch_traces,
+        render_trace,
+        span_trees,
+    )
+    from service.observability.tracing import DEFAULT_SERVICE_NAME
+
+    # Only this one setting is read, so a machine without the service's secrets can still ask.
+    url = (
+        backend_url
+        or os.environ.get("STOREFRONT_TRACE_BACKEND_URL")
+        or str(Settings.model_fields["trace_backend_url"].default)
+    )
+    name = service or os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+    try:
+        traces = fetch_traces(url, name, request_id, lookback_seconds=lookback * 3600)
+    except TraceQueryError as exc:
+        err.print(f"[red]storefront: {exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if not traces:
+        err.print(
+            f"No trace of service {name!r} has request.id={request_id} in {url} "
+            "(unsampled requests are not exported; see STOREFRONT_TRACE_SAMPLE_RATIO).",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    out = Console(soft_wrap=False)
+    for tree in span_trees(traces):
+        out.print(render_trace(tree, request_id))
+
+
 def _register_components() -> None:
     from storefront_operator.cli import register as register_operator
+
     from worker.cli import register as register_worker
 
     register_worker(app)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,7 +23,14 @@ from service.core.resources import Resources
 from service.core.settings import Settings, get_settings
 from service.observability import metrics
 from service.observability.logging import configure_logging
-from service.observability.middleware import RequestTelemetryMiddleware
+from service.observability.middleware import BodySizeLimitMiddleware, RequestTelemetryMiddleware
+from service.observability.tracing import (
+    ServerSpanMiddleware,
+    instrument_libraries,
+    setup_tracing,
+    shutdown_tracing,
+    tracing_config,
+)
 from service.schemas.common import ErrorResponse
 from service.services import users
 from service.services.events import EventHub
@@ -65,27 +74,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Storefront API for ``settings`` (read from the environment by default)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format, component="api")
+    tracer_provider = setup_tracing(
+        tracing_config(os.environ, settings.trace_sample_ratio, __version__)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
-            app.state.resources = resources
-            metrics.DB_POOL_IN_USE.set_function(lambda: pool_in_use(resources.engine))
-            if settings.admin_email and settings.admin_password:
-                async with resources.sessions() as session:
-                    await users.ensure_admin(
-                        session, settings.admin_email, settings.admin_password.get_secret_value()
-                    )
-            log.info("api_started", version=__version__, database=resources.engine.dialect.name)
-            yield
-            log.info("api_stopping")
+        try:
+            async with open_resources(settings) as resources:
+                app.state.resources = resources
+                instrument_libraries(resources.engine)
+                metrics.DB_POOL_IN_USE.set_function(lambda: pool_in_use(resources.engine))
+                if settings.admin_email and settings.admin_password:
+                    async with resources.sessions() as session:
+                        await users.ensure_admin(
+                            session,
+                            settings.admin_email,
+                            settings.admin_password.get_secret_value(),
+                        )
+                log.info("api_started", version=__version__, database=resources.engine.dialect.name)
+                yield
+                log.info("api_stopping")
+        finally:
+            # Flushing waits on the exporter's network I/O: keep it off the event loop.
+            await asyncio.to_thread(shutdown_tracing)
 
     app = FastAPI(
         title="Storefront",
         version=__version__,
         description="Users, products, orders, reports and live events.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
+        # Server spans come from ServerSpanMiddleware (cheaper per request, measured): FastAPI's
+        # built-in telemetry would otherwise switch itself on once a tracer provider is set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         responses={
             400: {"model": ErrorResponse},
             401: {"model": ErrorResponse},
@@ -101,5 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     app.include_router(v1_router)
     app.include_router(v2_router)
-    app.add_middleware(RequestTelemetryMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTelemetryMiddleware)  # outermost: sees every response
+    # Added last, so outermost: logs and exemplars inside a request see its span.
+    app.add_middleware(ServerSpanMiddleware, tracer_provider=tracer_provider)
     return app

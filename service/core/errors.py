@@ -2,7 +2,8 @@
 
 Every error leaves as ``{"error": {"code", "message", "request_id"[, "details"]}}``: our own
 ``AppError`` subclasses, Starlette's HTTP errors (unknown route, 405), request validation and
-any unexpected exception (logged with its traceback, answered without it).
+and (in the telemetry middleware) any unexpected exception, logged with its traceback and
+answered without it.
 """
 
 from __future__ import annotations
@@ -185,13 +186,8 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
             422, "VALIDATION_ERROR", "Request body is not valid JSON", details=details
         )
     where = ".".join(p for p in first["loc"] if p not in ("body", "query", "path"))
-    message = f"{where}: {first['msg']}" if where else first["msg"]
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
     return error_response(422, "VALIDATION_ERROR", message, details=jsonable_encoder(details))
-
-
-async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled_error", exc_type=type(exc).__name__)
-    return error_response(500, "INTERNAL_ERROR", "Internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -199,4 +195,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
-    app.add_exception_handler(Exception, _unhandled_error_handler)
+    # Unexpected exceptions are answered by RequestTelemetryMiddleware, which sits inside
+    # Starlette's ServerErrorMiddleware and so still knows the request ID.

@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_JWT_SECRET = "storefront-development-secret-do-not-use-in-production"  # noqa: S105 - refused outside dev
+DEFAULT_JWT_SECRET = "storefront-development-secret-do-not-use-in-production"
 
 
 class SettingsError(RuntimeError):
@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_ttl_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
-    admin_email: str | None = None
-    admin_password: SecretStr | None = None
+    admin_email: EmailStr | None = None
+    admin_password: SecretStr | None = Field(default=None, min_length=8)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
     smtp_url: str | None = Field(default=None, description="smtp://[user:pass@]host:port")

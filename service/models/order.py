@@ -38,7 +38,10 @@ class Order(TimestampMixin, Base):
     total: Mapped[Decimal] = mapped_column(default=Decimal("0"))
     updated_at: Mapped[datetime | None] = mapped_column(default=None)
     items: Mapped[list[OrderItem]] = relationship(
-        back_populates="order", cascade="all, delete-orphan", lazy="selectin", order_by="OrderItem.id"
+        back_populates="order",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="OrderItem.id",
     )
 
 

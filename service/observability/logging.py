@@ -34,9 +34,7 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure_logging(
-    level: str = "INFO", fmt: str = "auto", component: str | None = None
-) -> None:
+def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | None = None) -> None:
     """Configure structlog and the stdlib root logger once per process (idempotent)."""
     global _configured
     if _configured == (level, fmt, component):
@@ -84,7 +82,8 @@ def configure_logging(
         lib_logger.handlers[:] = []
         lib_logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("sqlalchemy.engine").setLevel(max(logging.WARNING, root.level))
+    for noisy in ("sqlalchemy.engine", "httpx", "httpcore", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def _bind_component(component: str) -> Processor:

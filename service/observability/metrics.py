@@ -43,9 +43,7 @@ CACHE_REQUESTS = Counter(
     ["cache", "result"],
     registry=REGISTRY,
 )
-ORDERS_CREATED = Counter(
-    "storefront_orders_created_total", "Orders created.", registry=REGISTRY
-)
+ORDERS_CREATED = Counter("storefront_orders_created_total", "Orders created.", registry=REGISTRY)
 ORDER_REVENUE = Counter(
     "storefront_order_revenue_total",
     "Revenue of created orders, in the currency's major unit.",

@@ -19,7 +19,9 @@ class OrderItemIn(Schema):
 
 class OrderCreate(Schema):
     items: list[OrderItemIn] = Field(min_length=1, max_length=100)
-    discount_pct: Decimal = Field(default=Decimal("0"), ge=0, le=100, max_digits=5, decimal_places=2)
+    discount_pct: Decimal = Field(
+        default=Decimal("0"), ge=0, le=100, max_digits=5, decimal_places=2
+    )
 
 
 class OrderItemOut(Schema):

@@ -60,7 +60,7 @@ async def get_product_cached(
     except aioredis.RedisError as exc:
         log.warning("cache_unavailable", error=str(exc))
         cached = None
-    if cached is not None:
+    if isinstance(cached, bytes):
         metrics.CACHE_REQUESTS.labels(CACHE_NAME, "hit").inc()
         return cached, True
     metrics.CACHE_REQUESTS.labels(CACHE_NAME, "miss").inc()
@@ -93,7 +93,9 @@ async def invalidate(redis: aioredis.Redis, product_id: int) -> None:
         raise
 
 
-async def list_products(session: AsyncSession, offset: int, limit: int) -> tuple[list[Product], int]:
+async def list_products(
+    session: AsyncSession, offset: int, limit: int
+) -> tuple[list[Product], int]:
     total = await session.scalar(select(func.count()).select_from(Product)) or 0
     rows = await session.scalars(select(Product).order_by(Product.id).offset(offset).limit(limit))
     return list(rows), total
@@ -144,7 +146,9 @@ def resize_image(data: bytes, max_size: int, max_pixels: int) -> tuple[bytes, in
             converted.save(out, format=fmt, optimize=True)
             return out.getvalue(), converted.width, converted.height, content_type
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-        raise ValidationFailedError(f"file: not a readable image ({exc.__class__.__name__})") from None
+        raise ValidationFailedError(
+            f"file: not a readable image ({exc.__class__.__name__})"
+        ) from None
 
 
 async def store_image(

@@ -66,9 +66,7 @@ async def dashboard(session: AsyncSession) -> AdminDashboard:
     products = await session.scalar(select(func.count()).select_from(Product)) or 0
     orders = await session.scalar(select(func.count()).select_from(Order)) or 0
     revenue = await session.scalar(
-        select(func.coalesce(func.sum(Order.total), 0)).where(
-            Order.status != OrderStatus.CANCELLED
-        )
+        select(func.coalesce(func.sum(Order.total), 0)).where(Order.status != OrderStatus.CANCELLED)
     )
     return AdminDashboard(
         users=users, products=products, orders=orders, revenue=round(float(revenue or 0), 2)

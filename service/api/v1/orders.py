@@ -21,7 +21,9 @@ async def create_order(
 
 
 @router.get("", response_model=Page[OrderOut])
-async def list_orders(page: PaginationDep, user: CurrentUser, session: SessionDep) -> Page[OrderOut]:
+async def list_orders(
+    page: PaginationDep, user: CurrentUser, session: SessionDep
+) -> Page[OrderOut]:
     rows, total = await orders.list_own_orders(session, user.id, page.offset, page.size)
     return Page[OrderOut](
         items=[OrderOut.model_validate(o) for o in rows],

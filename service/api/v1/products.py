@@ -31,7 +31,11 @@ async def list_products(page: PaginationDep, session: SessionDep) -> Page[Produc
     )
 
 
-@router.get("/{product_id}", response_model=ProductOut, responses={200: {"headers": {"X-Cache": {"schema": {"type": "string"}}}}})
+@router.get(
+    "/{product_id}",
+    response_model=ProductOut,
+    responses={200: {"headers": {"X-Cache": {"schema": {"type": "string"}}}}},
+)
 async def read_product(
     product_id: ResourceId, session: SessionDep, redis: RedisDep, settings: SettingsDep
 ) -> Response:

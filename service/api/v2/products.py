@@ -21,4 +21,6 @@ async def list_products(
 ) -> ProductCursorPage:
     """A page of products after ``cursor``; follow ``next_cursor`` until it is null."""
     rows, next_cursor = await products.list_products_after(session, cursor, limit)
-    return ProductCursorPage(items=[ProductOut.model_validate(p) for p in rows], next_cursor=next_cursor)
+    return ProductCursorPage(
+        items=[ProductOut.model_validate(p) for p in rows], next_cursor=next_cursor
+    )

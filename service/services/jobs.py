@@ -1,0 +1,237 @@
+"""Background jobs as the API sees them: enqueueing Dramatiq messages and their status in Redis.
+
+A job's ID is its Dramatiq message ID. Its status lives in the hash ``storefront:job:{id}``
+(with a TTL) and every change is published on the event topic ``jobs.{id}``, which the SSE
+endpoint follows. The API enqueues with its asyncio Redis client, writing the message exactly as
+Dramatiq's Redis broker stores it (the hash ``{ns}:{queue}.msgs`` and the list ``{ns}:{queue}``),
+so no request thread ever blocks on a synchronous client.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+import orjson
+import redis as sync_redis
+import redis.asyncio as aioredis
+from dramatiq import Message
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from service.observability import metrics
+from service.observability.context import current_request_id
+from service.schemas.job import JobState, JobStatus
+from service.services import events
+
+NAMESPACE = "dramatiq"  # the Dramatiq Redis broker's key prefix
+JOB_TTL_SECONDS = 7 * 24 * 3600
+TERMINAL_STATES: frozenset[JobState] = frozenset({"succeeded", "failed"})
+TRACER_NAME = "storefront.jobs"
+
+# Where each actor's messages go (the worker declares the same names; a test pins both).
+ACTOR_QUEUES: dict[str, str] = {
+    "send_order_confirmation": "default",
+    "cancel_stale_orders": "default",
+    "probe": "default",
+    "process_product_image": "images",
+    "generate_sales_report": "reports",
+}
+
+
+def job_key(job_id: str) -> str:
+    return f"storefront:job:{job_id}"
+
+
+def job_topic(job_id: str) -> str:
+    return f"jobs.{job_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Status (pure): the hash fields <-> JobStatus.
+# ---------------------------------------------------------------------------------------------
+
+
+def status_fields(
+    *,
+    status: JobState | None = None,
+    progress: int | None = None,
+    result: Any = None,
+    error: str | None = None,
+    actor: str | None = None,
+) -> dict[str, bytes]:
+    """The hash fields to write for an update (only the ones given)."""
+    fields: dict[str, bytes] = {"updated_at": str(time.time()).encode()}
+    if status is not None:
+        fields["status"] = status.encode()
+    if progress is not None:
+        fields["progress"] = str(max(0, min(100, int(progress)))).encode()
+    if result is not None:
+        fields["result"] = orjson.dumps(result, default=str)
+    if error is not None:
+        fields["error"] = error[:2000].encode()
+    if actor is not None:
+        fields["actor"] = actor.encode()
+    return fields
+
+
+def decode_status(job_id: str, raw: Mapping[bytes, bytes]) -> JobStatus | None:
+    """The status stored in a job hash; None when the job is unknown or expired."""
+    if not raw or b"status" not in raw:
+        return None
+    state = raw[b"status"].decode()
+    result = orjson.loads(raw[b"result"]) if raw.get(b"result") else None
+    error = raw[b"error"].decode() if raw.get(b"error") else None
+    return JobStatus(
+        job_id=job_id,
+        status=state,  # type: ignore[arg-type]
+        progress=int(raw.get(b"progress", b"0")),
+        result=result,
+        error=error,
+    )
+
+
+def is_terminal(status: JobStatus) -> bool:
+    return status.status in TERMINAL_STATES
+
+
+# ---------------------------------------------------------------------------------------------
+# Status (acts): the API and actors use the asyncio client, worker middleware the sync one.
+# ---------------------------------------------------------------------------------------------
+
+
+async def get_job(redis: aioredis.Redis, job_id: str) -> JobStatus | None:
+    return decode_status(job_id, await redis.hgetall(job_key(job_id)))
+
+
+async def update_job(
+    redis: aioredis.Redis, job_id: str, ttl_seconds: int = JOB_TTL_SECONDS, **changes: Any
+) -> JobStatus | None:
+    """Write ``changes`` and publish the resulting status to the job's followers."""
+    key = job_key(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=status_fields(**changes))  # type: ignore[arg-type]
+        pipe.expire(key, ttl_seconds)
+        pipe.hgetall(key)
+        *_, raw = await pipe.execute()
+    status = decode_status(job_id, raw)
+    if status is not None:
+        await events.publish(redis, job_topic(job_id), status.model_dump(mode="json"))
+    return status
+
+
+def update_job_sync(
+    client: sync_redis.Redis, job_id: str, ttl_seconds: int = JOB_TTL_SECONDS, **changes: Any
+) -> JobStatus | None:
+    """:func:`update_job` for the worker's synchronous middleware threads."""
+    key = job_key(job_id)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=status_fields(**changes))  # type: ignore[arg-type]
+        pipe.expire(key, ttl_seconds)
+        pipe.hgetall(key)
+        *_, raw = pipe.execute()
+    status = decode_status(job_id, raw)
+    if status is not None:
+        client.publish(
+            events.channel_for(job_topic(job_id)), orjson.dumps(status.model_dump(mode="json"))
+        )
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Enqueueing.
+# ---------------------------------------------------------------------------------------------
+
+
+def propagation_options(
+    actor_name: str, queue_name: str, tracer: trace.Tracer | None = None
+) -> dict[str, str]:
+    """``request_id`` and W3C ``traceparent`` of the current work, injected from a PRODUCER span
+    so the consumer's span continues the same trace."""
+    options: dict[str, str] = {}
+    request_id = current_request_id()
+    if request_id:
+        options["request_id"] = request_id
+    tracer = tracer or trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(
+        f"{actor_name} send",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "dramatiq",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": queue_name,
+        },
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    options.update({k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")})
+    return options
+
+
+def build_message(
+    actor_name: str,
+    kwargs: dict[str, Any],
+    *,
+    message_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Message[Any]:
+    """A Dramatiq message for ``actor_name`` carrying the current request ID and trace."""
+    queue_name = ACTOR_QUEUES[actor_name]
+    all_options: dict[str, Any] = {**propagation_options(actor_name, queue_name), **(options or {})}
+    all_options["redis_message_id"] = str(uuid.uuid4())
+    return Message(
+        queue_name=queue_name,
+        actor_name=actor_name,
+        args=(),
+        kwargs=kwargs,
+        options=all_options,
+        message_id=message_id or str(uuid.uuid4()),
+    )
+
+
+async def enqueue(
+    redis: aioredis.Redis,
+    actor_name: str,
+    kwargs: dict[str, Any],
+    *,
+    message_id: str | None = None,
+    track: bool = True,
+) -> str:
+    """Put one message on its actor's queue and return the job ID.
+
+    With ``track`` the job is recorded as queued *before* the message exists, so a worker's
+    "running" can never be overwritten by a late "queued".
+    """
+    message = build_message(actor_name, kwargs, message_id=message_id)
+    if track:
+        await update_job(redis, message.message_id, status="queued", progress=0, actor=actor_name)
+    queue = f"{NAMESPACE}:{message.queue_name}"
+    redis_id = message.options["redis_message_id"]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(f"{queue}.msgs", redis_id, message.encode())
+        pipe.rpush(queue, redis_id)
+        await pipe.execute()
+    metrics.JOBS_ENQUEUED.labels(actor_name).inc()
+    return message.message_id
+
+
+async def enqueue_order_confirmation(redis: aioredis.Redis, order_id: int) -> str:
+    """Queue the order confirmation mail (retried; sent once per order)."""
+    return await enqueue(redis, "send_order_confirmation", {"order_id": order_id}, track=False)
+
+
+async def enqueue_product_image(redis: aioredis.Redis, product_id: int) -> str:
+    """Queue thumbnail generation for the product's stored image."""
+    return await enqueue(redis, "process_product_image", {"product_id": product_id})
+
+
+async def enqueue_sales_report(redis: aioredis.Redis, start: date, end: date) -> str:
+    """Queue a sales report for [start, end); its job ID is also the report's ID."""
+    return await enqueue(
+        redis,
+        "generate_sales_report",
+        {"start_date": start.isoformat(), "end_date": end.isoformat()},
+    )
