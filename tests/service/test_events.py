@@ -25,36 +25,40 @@ async def _first_event(response: httpx.Response) -> dict[str, object]:
 
 
 async def test_order_created_reaches_subscribers_of_another_replica(settings: Settings) -> None:
-    async with running_app(settings) as replica_a, running_app(settings) as replica_b:
-        async with served(replica_b) as url_b, httpx.AsyncClient(base_url=url_b, timeout=10) as sse:
-            async with sse.stream("GET", "/api/v1/events/orders") as stream:
-                assert stream.status_code == 200
-                assert stream.headers["content-type"].startswith("text/event-stream")
-                assert stream.headers["cache-control"] == "no-cache"
-                assert stream.headers["x-accel-buffering"] == "no"
-                waiter = asyncio.create_task(_first_event(stream))
-                for _ in range(100):  # the subscription is live once the hub counts it
-                    if replica_b.state.resources.events.subscriber_count("orders"):
-                        break
-                    await asyncio.sleep(0.05)
+    async with (
+        running_app(settings) as replica_a,
+        running_app(settings) as replica_b,
+        served(replica_b) as url_b,
+        httpx.AsyncClient(base_url=url_b, timeout=10) as sse,
+        sse.stream("GET", "/api/v1/events/orders") as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.headers["cache-control"] == "no-cache"
+        assert stream.headers["x-accel-buffering"] == "no"
+        waiter = asyncio.create_task(_first_event(stream))
+        for _ in range(100):  # the subscription is live once the hub counts it
+            if replica_b.state.resources.events.subscriber_count("orders"):
+                break
+            await asyncio.sleep(0.05)
 
-                async with asgi_client(replica_a) as api:
-                    admin = await login(api, settings.admin_email or "", "admin-password-123")
-                    product = (
-                        await api.post(
-                            "/api/v1/products",
-                            json={"name": "Kite", "price": 15, "sku": "KITE-1", "stock": 3},
-                            headers=admin,
-                        )
-                    ).json()
-                    order = (
-                        await api.post(
-                            "/api/v1/orders",
-                            json={"items": [{"product_id": product["id"], "qty": 2}]},
-                            headers=admin,
-                        )
-                    ).json()
-                event = await asyncio.wait_for(waiter, timeout=10)
+        async with asgi_client(replica_a) as api:
+            admin = await login(api, settings.admin_email or "", "admin-password-123")
+            product = (
+                await api.post(
+                    "/api/v1/products",
+                    json={"name": "Kite", "price": 15, "sku": "KITE-1", "stock": 3},
+                    headers=admin,
+                )
+            ).json()
+            order = (
+                await api.post(
+                    "/api/v1/orders",
+                    json={"items": [{"product_id": product["id"], "qty": 2}]},
+                    headers=admin,
+                )
+            ).json()
+        event = await asyncio.wait_for(waiter, timeout=10)
     assert event["type"] == "order.created"
     assert event["order_id"] == order["id"] and event["total"] == 30.0
 
@@ -62,12 +66,14 @@ async def test_order_created_reaches_subscribers_of_another_replica(settings: Se
 async def test_disconnect_frees_the_subscription(settings: Settings) -> None:
     async with running_app(settings) as app, served(app) as url:
         hub = app.state.resources.events
-        async with httpx.AsyncClient(base_url=url, timeout=10) as sse:
-            async with sse.stream("GET", "/api/v1/events/orders") as stream:
-                async for line in stream.aiter_lines():
-                    if line.startswith(":"):
-                        break  # the "subscribed" comment: we are in
-                assert hub.subscriber_count("orders") == 1
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=10) as sse,
+            sse.stream("GET", "/api/v1/events/orders") as stream,
+        ):
+            async for line in stream.aiter_lines():
+                if line.startswith(":"):
+                    break  # the "subscribed" comment: we are in
+            assert hub.subscriber_count("orders") == 1
         for _ in range(100):
             if hub.subscriber_count("orders") == 0:
                 break
