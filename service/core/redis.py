@@ -24,7 +24,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown(save=True, now=True)
+            self._server.shutdown(save=True)
             self._server = None
 
 

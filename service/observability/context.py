@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 _request_id: ContextVar[str | None] = ContextVar("storefront_request_id", default=None)
@@ -26,7 +26,12 @@ def reset_request_id(token: object) -> None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID as 32 hex digits."""
+    # uuid.uuid4() validates what it builds and costs about 4x more; this runs per request.
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def accept_request_id(candidate: str | bytes | None) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import threading
+from typing import IO, Any
 
 import orjson
 import structlog
@@ -45,7 +46,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        _add_logger_name,
         _add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -60,9 +61,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
 
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, _Sink.router(renderer)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_Sink.factory(sys.stdout),
         cache_logger_on_first_use=True,
     )
 
@@ -92,3 +93,72 @@ def _bind_component(component: str) -> Processor:
         return event_dict
 
     return add_component
+
+
+def _add_logger_name(logger: Any, _: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    name = record.name if record is not None else getattr(logger, "name", None)
+    if name:
+        event_dict["logger"] = name
+    return event_dict
+
+
+class _Sink:
+    """Where our structlog lines end: debug and info lines are rendered and written straight to
+    stdout (the stdlib ``logging`` detour costs about 5x per line, and an access line is written
+    for every request); warnings and errors go through stdlib ``logging``, so every handler
+    attached there (and pytest's ``caplog``) sees them."""
+
+    _FAST = frozenset({"debug", "info"})
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, stream: IO[str]) -> None:
+        self.name = name
+        self._stream = stream
+        self._stdlib = logging.getLogger(name or "storefront")
+
+    @classmethod
+    def factory(cls, stream: IO[str]) -> Any:
+        def make(*args: Any) -> _Sink:
+            return cls(str(args[0]) if args else "", stream)
+
+        return make
+
+    @classmethod
+    def router(cls, renderer: Processor) -> Processor:
+        """The last processor: render fast lines here, hand the rest to ``ProcessorFormatter``."""
+        wrap = structlog.stdlib.ProcessorFormatter.wrap_for_formatter
+
+        def route(logger: Any, method_name: str, event_dict: EventDict) -> Any:
+            if method_name in cls._FAST:
+                return renderer(logger, method_name, event_dict)
+            return wrap(logger, method_name, event_dict)
+
+        return route
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def debug(self, line: str) -> None:
+        self._write(line)
+
+    info = debug
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._stdlib.warning(*args, **kwargs)
+
+    warn = warning
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        self._stdlib.error(*args, **kwargs)
+
+    def exception(self, *args: Any, **kwargs: Any) -> None:
+        self._stdlib.error(*args, **kwargs)
+
+    def critical(self, *args: Any, **kwargs: Any) -> None:
+        self._stdlib.critical(*args, **kwargs)
+
+    fatal = critical
+    msg = debug

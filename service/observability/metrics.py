@@ -60,6 +60,31 @@ DB_POOL_IN_USE = Gauge(
     "Database connections checked out of the pool.",
     registry=REGISTRY,
 )
+
+
+# labels() costs a lock and a tuple check per call; the HTTP layer calls it on every request.
+# Keys are bounded: methods are normalised, routes are templates, status codes are few.
+_active_children: dict[str, Gauge] = {}
+_duration_children: dict[tuple[str, str, int], Histogram] = {}
+
+
+def active_requests(method: str) -> Gauge:
+    """The ``http_server_active_requests`` child for ``method``."""
+    child = _active_children.get(method)
+    if child is None:
+        child = _active_children[method] = HTTP_ACTIVE_REQUESTS.labels(method)
+    return child
+
+
+def request_duration(method: str, route: str, status: int) -> Histogram:
+    """The ``http_server_request_duration_seconds`` child for one method, route and status."""
+    key = (method, route, status)
+    child = _duration_children.get(key)
+    if child is None:
+        child = _duration_children[key] = HTTP_REQUEST_DURATION.labels(method, route, str(status))
+    return child
+
+
 JOBS_ENQUEUED = Counter(
     "storefront_jobs_enqueued_total",
     "Jobs enqueued by the API, by actor.",

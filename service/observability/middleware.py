@@ -23,6 +23,16 @@ log = structlog.get_logger("storefront.access")
 # Probes and scrapes are neither user traffic nor worth a log line each.
 UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
 
+# The request methods named by the HTTP semantic conventions; any other becomes "_OTHER", so a
+# client cannot grow metric series or span names at will.
+KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+
+
+def normalized_method(method: str) -> str:
+    return method if method in KNOWN_METHODS else "_OTHER"
+
 
 def route_template(scope: Scope) -> str:
     """The matched route's template (``/api/v1/orders/{order_id}``), never the raw path.
@@ -65,7 +75,7 @@ class RequestTelemetryMiddleware:
             # Whatever layer made the server span, this is how a trace is found by request ID.
             span.set_attribute("request.id", request_id)
         observed = scope["path"] not in UNOBSERVED_PATHS
-        method = scope["method"]
+        method = normalized_method(scope["method"])
         start = time.perf_counter()
         status = 500
         response_started = False
@@ -84,7 +94,7 @@ class RequestTelemetryMiddleware:
             await send(message)
 
         if observed:
-            metrics.HTTP_ACTIVE_REQUESTS.labels(method).inc()
+            metrics.active_requests(method).inc()
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:
@@ -96,10 +106,8 @@ class RequestTelemetryMiddleware:
             duration = time.perf_counter() - start
             if observed:
                 route = route_template(scope)
-                metrics.HTTP_ACTIVE_REQUESTS.labels(method).dec()
-                metrics.HTTP_REQUEST_DURATION.labels(method, route, str(status)).observe(
-                    duration, _exemplar(span)
-                )
+                metrics.active_requests(method).dec()
+                metrics.request_duration(method, route, status).observe(duration, _exemplar(span))
                 log.info(
                     "request",
                     method=method,

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -32,18 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.observability.middleware import UNOBSERVED_PATHS, route_template
+from service.observability.middleware import UNOBSERVED_PATHS, normalized_method, route_template
 
 DEFAULT_SERVICE_NAME = "storefront-api"
 TRACER_NAME = "storefront.http"
 
 Protocol = Literal["grpc", "http/protobuf"]
-
-# The request methods named by the HTTP semantic conventions; any other becomes "_OTHER" so a
-# client cannot grow the span-name or attribute cardinality at will.
-KNOWN_METHODS = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,10 +126,6 @@ def build_sampler(config: TracingConfig) -> Sampler:
     if config.sampler_from_env:
         return _get_from_env_or_default()
     return ParentBased(TraceIdRatioBased(config.sample_ratio))
-
-
-def normalized_method(method: str) -> str:
-    return method if method in KNOWN_METHODS else "_OTHER"
 
 
 def span_name(method: str, route: str | None) -> str:
@@ -257,8 +248,13 @@ class ServerSpanMiddleware:
         self.propagation_headers = frozenset(f.lower().encode() for f in self.propagator.fields)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.excluded_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.excluded_paths:
+            # A readiness probe's SELECT 1 and PING would otherwise each become a root trace.
+            with suppress_instrumentation():
+                await self.app(scope, receive, send)
             return
 
         carrier: dict[str, str] | None = None

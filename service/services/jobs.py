@@ -104,7 +104,8 @@ def is_terminal(status: JobStatus) -> bool:
 
 
 async def get_job(redis: aioredis.Redis, job_id: str) -> JobStatus | None:
-    return decode_status(job_id, await redis.hgetall(job_key(job_id)))
+    raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+    return decode_status(job_id, raw)
 
 
 async def update_job(

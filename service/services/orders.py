@@ -17,7 +17,7 @@ from service.models import Order, OrderItem, OrderStatus, Product
 from service.models.base import utcnow
 from service.observability import metrics
 from service.schemas.order import OrderCreate
-from service.services import events, pricing, products
+from service.services import events, jobs, pricing, products
 
 log = structlog.get_logger("storefront.orders")
 
@@ -66,22 +66,32 @@ async def create_order(
 
     metrics.ORDERS_CREATED.inc()
     metrics.ORDER_REVENUE.inc(float(order.total))
-    for product_id in product_ids:  # stock changed: cached products are stale
-        await products.invalidate(redis, product_id)
-    await events.publish(
-        redis,
-        "orders",
-        {
-            "type": "order.created",
-            "order_id": order.id,
-            "user_id": user_id,
-            "total": float(order.total),
-            "items": len(product_ids),
-            "created_at": order.created_at.isoformat(),
-        },
-    )
+    await _announce(redis, order, product_ids)
     log.info("order_created", order_id=order.id, total=str(order.total))
     return order
+
+
+async def _announce(redis: aioredis.Redis, order: Order, product_ids: list[int]) -> None:
+    """Side effects after the commit. The order is stored whatever happens here, so a Redis
+    outage is logged rather than turned into an error that would invite a duplicate order."""
+    try:
+        for product_id in product_ids:  # stock changed: cached products are stale
+            await products.invalidate(redis, product_id)
+        await events.publish(
+            redis,
+            "orders",
+            {
+                "type": "order.created",
+                "order_id": order.id,
+                "user_id": order.user_id,
+                "total": float(order.total),
+                "items": len(product_ids),
+                "created_at": order.created_at.isoformat(),
+            },
+        )
+        await jobs.enqueue_order_confirmation(redis, order.id)  # carries request ID and trace
+    except aioredis.RedisError as exc:
+        log.error("order_side_effects_failed", order_id=order.id, error=str(exc))
 
 
 async def get_own_order(session: AsyncSession, user_id: int, order_id: int) -> Order:

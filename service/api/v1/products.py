@@ -10,7 +10,7 @@ from service.api.deps import AdminUser, PaginationDep, RedisDep, SessionDep, Set
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
-from service.services import products
+from service.services import jobs, products
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -68,12 +68,15 @@ async def upload_image(
     file: Annotated[UploadFile, File(description="An image (PNG, JPEG, WebP, GIF...)")],
     _: AdminUser,
     session: SessionDep,
+    redis: RedisDep,
     settings: SettingsDep,
 ) -> ProductImageOut:
-    """Resize the upload off the event loop (a worker thread) and store it."""
+    """Resize the upload off the event loop (a worker thread), store it, and queue thumbnails."""
     upload = await file.read(settings.max_body_bytes + 1)
     if len(upload) > settings.max_body_bytes:
         raise PayloadTooLargeError()
-    return await products.store_image(
+    stored = await products.store_image(
         session, product_id, upload, settings.image_max_size, settings.max_image_pixels
     )
+    await jobs.enqueue_product_image(redis, product_id)
+    return stored
