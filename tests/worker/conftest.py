@@ -3,10 +3,11 @@ and real ``storefront worker`` / ``storefront scheduler`` subprocesses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,20 @@ def wait_for(
         time.sleep(interval)
 
 
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[Any]], seconds: float, interval: float = 0.1, what: str = ""
+) -> Any:
+    """:func:`wait_for` for a coroutine predicate, sleeping without blocking the event loop."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+
+
 def start_storefront(
     command: str, log_path: Path, env: dict[str, str], *args: str, ready: str = ""
 ) -> ManagedProcess:
@@ -73,6 +88,14 @@ def start_storefront(
     if ready:
         process.wait_ready(lambda: ready in log_path.read_text(errors="replace"), timeout=60)
     return process
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'storefront.db'}"
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

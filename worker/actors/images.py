@@ -6,12 +6,23 @@ import asyncio
 import io
 from typing import Any
 
-from PIL import Image
+import structlog
+from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from service.models import ProductImage
 from worker.errors import PermanentJobError
 from worker.runtime import report_progress, resources
+
+log = structlog.get_logger("storefront.worker.images")
+
+# What Pillow raises for stored bytes it cannot decode: a retry would read the same bytes.
+UNREADABLE_IMAGE_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    SyntaxError,
+)
 
 
 def variant_name(size: int) -> str:
@@ -50,11 +61,25 @@ async def process_product_image(product_id: int) -> dict[str, Any]:
             raise PermanentJobError(f"product {product_id} has no stored image")
         data = original.data
     await report_progress(10)
-    thumbnails = await asyncio.to_thread(
-        make_thumbnails, data, res.worker_settings.thumbnail_sizes, res.settings.max_image_pixels
-    )
+    try:
+        thumbnails = await asyncio.to_thread(
+            make_thumbnails,
+            data,
+            res.worker_settings.thumbnail_sizes,
+            res.settings.max_image_pixels,
+        )
+    except UNREADABLE_IMAGE_ERRORS as exc:
+        raise PermanentJobError(
+            f"the stored image of product {product_id} is unreadable ({exc.__class__.__name__})"
+        ) from exc
     await report_progress(80)
     async with res.sessions() as session:
+        current = await session.get(ProductImage, (product_id, "original"))
+        if current is None or current.data != data:
+            # Replaced (or deleted) while we worked: the job queued by that change writes the
+            # thumbnails of the new image, and ours must not overwrite them if it commits later.
+            log.info("image_superseded", product_id=product_id)
+            return {"product_id": product_id, "variants": [], "superseded": True}
         existing = {
             row.variant: row
             for row in await session.scalars(
