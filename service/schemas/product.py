@@ -33,6 +33,7 @@ class ProductImageOut(Schema):
     height: int
     bytes: int
     content_type: str
+    job_id: str | None = Field(default=None, description="The thumbnail job, at /api/v1/jobs/{id}")
 
 
 class ProductCursorPage(Schema):

@@ -154,8 +154,14 @@ async def stream_order_rows(
         yield tuple(row)
 
 
-async def cancel_stale_pending(session: AsyncSession, older_than: timedelta) -> int:
-    """Cancel pending orders older than ``older_than`` and give their stock back."""
+async def cancel_stale_pending(
+    session: AsyncSession, older_than: timedelta, redis: aioredis.Redis | None = None
+) -> int:
+    """Cancel pending orders older than ``older_than`` and give their stock back.
+
+    With ``redis``, the restocked products' cached copies are dropped and ``order.cancelled``
+    is announced, as order creation does.
+    """
     cutoff = utcnow() - older_than
     stale = list(
         await session.scalars(
@@ -164,6 +170,7 @@ async def cancel_stale_pending(session: AsyncSession, older_than: timedelta) -> 
             .with_for_update(skip_locked=True)
         )
     )
+    restocked: set[int] = set()
     for order in stale:
         for item in order.items:
             await session.execute(
@@ -171,7 +178,20 @@ async def cancel_stale_pending(session: AsyncSession, older_than: timedelta) -> 
                 .where(Product.id == item.product_id)
                 .values(stock=Product.stock + item.qty)
             )
+            restocked.add(item.product_id)
         order.status = OrderStatus.CANCELLED
         order.updated_at = utcnow()
     await session.commit()
+    if redis is not None and stale:
+        try:
+            for product_id in sorted(restocked):
+                await products.invalidate(redis, product_id)
+            for order in stale:
+                await events.publish(
+                    redis,
+                    "orders",
+                    {"type": "order.cancelled", "order_id": order.id, "user_id": order.user_id},
+                )
+        except aioredis.RedisError as exc:
+            log.error("order_cancel_side_effects_failed", error=str(exc))
     return len(stale)

@@ -119,6 +119,8 @@ async def test_image_upload_is_resized_off_the_event_loop(
     body = response.json()
     assert (body["width"], body["height"]) == (1024, 512)
     assert body["bytes"] > 0
+    job = await client.get(f"/api/v1/jobs/{body['job_id']}", headers=admin_headers)
+    assert job.json()["status"] == "queued"  # thumbnails follow on the worker
     assert threads and threads[0] != threading.main_thread().name
 
 

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
+import orjson
 import pytest
 import redis as sync_redis
 from dramatiq import Worker
@@ -21,7 +22,7 @@ from service.models import Order, OrderStatus, Product
 from service.models.base import utcnow
 from service.schemas.order import OrderCreate, OrderItemIn
 from service.schemas.user import UserCreate
-from service.services import jobs, orders, users
+from service.services import events, jobs, orders, products, users
 
 pytestmark = pytest.mark.redis
 
@@ -173,3 +174,32 @@ def test_the_scheduled_job_cancels_stale_orders_and_a_rerun_changes_nothing(
     assert run_job(broker, worker, redis_client) == {"cancelled": 0}
     assert asyncio.run(state(settings)) == after
     assert broker.dead_letters == []
+
+
+async def test_cancelling_drops_cached_stock_and_announces_it(
+    redis_url: str, settings: Settings
+) -> None:
+    await upgrade_async(settings)
+    shop = await seed(settings, redis_url)
+    redis = create_redis(redis_url)
+    engine = create_engine(settings)
+    try:
+        sessions = create_session_factory(engine)
+        for product_id in (shop.lamp, shop.desk):
+            async with sessions() as session:
+                await products.get_product_cached(session, redis, product_id, ttl_seconds=300)
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(events.channel_for("orders"))
+        await pubsub.get_message(timeout=1)  # the subscription confirmation
+        async with sessions() as session:
+            assert await orders.cancel_stale_pending(session, TTL, redis) == 2
+        assert await redis.exists(products.cache_key(shop.lamp), products.cache_key(shop.desk)) == 0
+        announced = []
+        while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=2):
+            announced.append(orjson.loads(message["data"]))
+        await pubsub.aclose()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    assert sorted(e["order_id"] for e in announced) == sorted(shop.stale)
+    assert {e["type"] for e in announced} == {"order.cancelled"}

@@ -13,6 +13,6 @@ async def cancel_stale_orders() -> dict[str, Any]:
     res = await resources()
     async with res.sessions() as session:
         cancelled = await orders.cancel_stale_pending(
-            session, timedelta(minutes=res.settings.pending_order_ttl_minutes)
+            session, timedelta(minutes=res.settings.pending_order_ttl_minutes), res.redis
         )
     return {"cancelled": cancelled}

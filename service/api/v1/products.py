@@ -78,5 +78,5 @@ async def upload_image(
     stored = await products.store_image(
         session, product_id, upload, settings.image_max_size, settings.max_image_pixels
     )
-    await jobs.enqueue_product_image(redis, product_id)
-    return stored
+    job_id = await jobs.enqueue_product_image(redis, product_id)
+    return stored.model_copy(update={"job_id": job_id})
