@@ -47,7 +47,8 @@ JOBS_IN_PROGRESS = Gauge(
 )
 SCHEDULER_TICKS = Counter(
     "storefront_scheduler_ticks_total",
-    "Schedule ticks by outcome: fired, or skipped (older than the catch-up window).",
+    "Schedule ticks by outcome: fired, resent (claimed by a scheduler that died before"
+    " enqueueing), or skipped (older than the catch-up window).",
     ["schedule", "outcome"],
     registry=REGISTRY,
 )

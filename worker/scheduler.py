@@ -1,25 +1,31 @@
 """``storefront scheduler``: fires cron schedules as jobs, one active scheduler at a time.
 
 Deciding is pure (:func:`decide`: which tick is due given the last one fired, now and the
-catch-up window). Acting needs Redis: a leader lease (``SET NX PX`` with a random token,
-extended only by its holder through a compare-and-extend script, with a fencing token from
-``INCR`` stored beside it) and, per (schedule, fire time), a claim key written atomically with a
-check that the lease is still ours, so neither two replicas nor a restart fire a tick twice.
+catch-up window; :func:`claims_needing_resend`: which decided ticks never reached the queue).
+Acting needs Redis: a leader lease (``SET NX PX`` with a random token, extended only by its
+holder through a compare-and-extend script, with a fencing token from ``INCR`` stored beside it)
+and, per (schedule, fire time), a claim written atomically with a check that the lease is still
+ours, so neither two replicas nor a restart decide a tick twice. The claim records the decision
+(fire or skip, the job's message ID, the fence) and is marked sent once the job is enqueued; a
+leader re-sends any fired-but-unsent claim with the same message ID before deciding new ticks,
+so a scheduler killed between claim and enqueue loses nothing and the worker's idempotency
+(keyed by message ID) drops the copy when the first send did land.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import redis as sync_redis
 import structlog
@@ -96,6 +102,101 @@ def job_id_for(schedule: str, tick: datetime) -> str:
     return str(uuid.uuid5(JOB_NAMESPACE, f"{schedule}@{tick.isoformat()}"))
 
 
+ClaimAction = Literal["fire", "skip"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the leader decided for one (schedule, tick), stored as the claim key's value.
+
+    ``message_id`` is chosen before anything is sent, so every send of this tick, first or
+    re-sent, is the same message to the worker. ``fence`` is the lease holder responsible for
+    sending it; ``sent`` turns true once the job is on the queue.
+    """
+
+    schedule: str
+    tick: datetime
+    action: ClaimAction
+    fence: int
+    message_id: str | None = None
+    coalesced: int = 0
+    sent: bool = False
+
+    @classmethod
+    def for_decision(cls, schedule: str, decision: TickDecision, fence: int) -> Claim:
+        if decision.fire is not None:
+            return cls(
+                schedule,
+                decision.fire,
+                "fire",
+                fence,
+                job_id_for(schedule, decision.fire),
+                decision.coalesced,
+            )
+        if decision.skipped is None:
+            raise ValueError("nothing to claim: the decision neither fires nor skips")
+        return cls(schedule, decision.skipped, "skip", fence, coalesced=decision.coalesced)
+
+    @property
+    def pending(self) -> bool:
+        """Decided to fire, not yet known to be on the queue."""
+        return self.action == "fire" and not self.sent
+
+    def encode(self) -> str:
+        # Canonical (sorted keys, no spaces): the scripts compare claim values byte for byte.
+        return json.dumps(
+            {
+                "schedule": self.schedule,
+                "tick": self.tick.isoformat(),
+                "action": self.action,
+                "fence": self.fence,
+                "message_id": self.message_id,
+                "coalesced": self.coalesced,
+                "sent": self.sent,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Claim | None:
+        """The claim stored in ``raw``; None for a value that is not one (such as the bare fence
+        older schedulers stored, whose ticks were un-claimed when their send failed)."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("action") not in ("fire", "skip"):
+                return None
+            tick = datetime.fromisoformat(data["tick"])
+            message_id = data.get("message_id")
+            if data["action"] == "fire" and not isinstance(message_id, str):
+                return None
+            return cls(
+                schedule=str(data["schedule"]),
+                tick=tick,
+                action=data["action"],
+                fence=int(data["fence"]),
+                message_id=message_id,
+                coalesced=int(data.get("coalesced", 0)),
+                sent=bool(data.get("sent", False)),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def claims_needing_resend(latest: Mapping[str, bytes | str | None]) -> list[Claim]:
+    """The claims to send again, from each schedule's latest claim value (None: no claim).
+
+    Only a schedule's latest claim can be pending: a leader re-sends it before it decides a
+    newer tick for that schedule, and does not move on while that send fails.
+    """
+    out = []
+    for schedule, raw in latest.items():
+        claim = Claim.decode(raw) if raw is not None else None
+        if claim is not None and claim.pending and claim.schedule == schedule:
+            out.append(claim)
+    return out
+
+
 def claim_key(schedule: str, tick: datetime) -> str:
     return f"{KEY_PREFIX}:fired:{schedule}:{int(tick.timestamp())}"
 
@@ -133,6 +234,7 @@ return 0
 """
 
 # Claim a tick only while holding the lease; remember it as the schedule's last handled tick.
+# ARGV[2] is the encoded Claim.
 _CLAIM = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then
   return -1
@@ -142,6 +244,29 @@ if redis.call('set', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then
   if tonumber(ARGV[4]) > last then
     redis.call('set', KEYS[3], ARGV[4])
   end
+  return 1
+end
+return 0
+"""
+
+# Take over a pending claim for re-sending: only while holding the lease, only if the claim is
+# still exactly as read (nobody marked it sent or took it over meanwhile).
+_ADOPT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+if redis.call('get', KEYS[2]) == ARGV[2] then
+  redis.call('set', KEYS[2], ARGV[3], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+
+# Mark a claim sent if it is still the one we sent. No lease check: the job is on the queue
+# whoever leads now, and recording that spares the next leader a redundant send.
+_MARK_SENT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
   return 1
 end
 return 0
@@ -192,7 +317,8 @@ class Lease:
 
 
 class Scheduler:
-    """Leads or waits; while leading, fires each schedule's due tick exactly once."""
+    """Leads or waits; while leading, sends each fired-but-unsent claim again, then fires each
+    schedule's due tick once."""
 
     def __init__(
         self,
@@ -213,9 +339,12 @@ class Scheduler:
         self.renew_every = lease_ttl_seconds / 3
         self._last_renewal = float("-inf")
         self._claim = client.register_script(_CLAIM)
+        self._adopt = client.register_script(_ADOPT)
+        self._mark_sent = client.register_script(_MARK_SENT)
 
     def step(self) -> list[tuple[str, datetime, str]]:
-        """One pass: keep the lease, then handle due ticks. Returns (schedule, tick, outcome)."""
+        """One pass: keep the lease, re-send what a previous pass or leader claimed but did not
+        send, then handle due ticks. Returns (schedule, tick, outcome) for each."""
         monotonic = time.monotonic()
         if not self.lease.held or monotonic - self._last_renewal >= self.renew_every:
             self.lease.acquire_or_renew()
@@ -223,56 +352,116 @@ class Scheduler:
         metrics.SCHEDULER_LEADER.set(1 if self.lease.held else 0)
         if not self.lease.held:
             return []
-        handled = []
+        lasts = self._last_ticks()
+        handled = self._resend_pending(lasts)
+        if not self.lease.held:
+            return handled
         now = self.clock()
         for entry in self.entries:
-            raw = self.client.get(last_key(entry.name))
-            last = datetime.fromtimestamp(float(raw), UTC) if raw else None
+            last = lasts[entry.name]
             decision = decide(entry.cron, last, now, self.window)
-            tick = decision.fire or decision.skipped
-            if tick is None:
+            if decision.fire is None and decision.skipped is None:
                 continue
+            claim = Claim.for_decision(entry.name, decision, self.lease.fence)
             claimed = int(
                 self._claim(
-                    keys=[LEASE_KEY, claim_key(entry.name, tick), last_key(entry.name)],
-                    args=[self.lease.value, self.lease.fence, CLAIM_TTL_SECONDS, tick.timestamp()],
+                    keys=[LEASE_KEY, claim_key(entry.name, claim.tick), last_key(entry.name)],
+                    args=[
+                        self.lease.value,
+                        claim.encode(),
+                        CLAIM_TTL_SECONDS,
+                        claim.tick.timestamp(),
+                    ],
                 )
             )
             if claimed == -1:
-                log.warning("scheduler_lease_lost", fence=self.lease.fence)
-                self.lease.fence = 0
-                metrics.SCHEDULER_LEADER.set(0)
+                self._lost_lease()
                 break
             if claimed == 0:
                 continue  # another holder already handled this tick
-            if decision.fire is None:
+            if claim.action == "skip":
                 metrics.SCHEDULER_TICKS.labels(entry.name, "skipped").inc()
-                log.warning("schedule_tick_skipped", schedule=entry.name, tick=tick.isoformat())
-                handled.append((entry.name, tick, "skipped"))
+                log.warning(
+                    "schedule_tick_skipped", schedule=entry.name, tick=claim.tick.isoformat()
+                )
+                handled.append((entry.name, claim.tick, "skipped"))
                 continue
-            job_id = job_id_for(entry.name, tick)
-            try:
-                self.send(entry, tick, job_id)
-            except Exception:
-                # Un-claim so the next pass (or the next leader) fires it instead of losing it.
-                self.client.delete(claim_key(entry.name, tick))
-                if last is None:
-                    self.client.delete(last_key(entry.name))
-                else:
-                    self.client.set(last_key(entry.name), last.timestamp())
-                raise
+            # A failure (or the process dying) from here on leaves the claim pending: the next
+            # pass, or the next leader, sends it again with the same message ID.
+            self._send(entry, claim)
             metrics.SCHEDULER_TICKS.labels(entry.name, "fired").inc()
             log.info(
                 "schedule_fired",
                 schedule=entry.name,
-                tick=tick.isoformat(),
+                tick=claim.tick.isoformat(),
                 job=entry.job,
-                job_id=job_id,
+                job_id=claim.message_id,
                 fence=self.lease.fence,
-                coalesced=decision.coalesced,
+                coalesced=claim.coalesced,
             )
-            handled.append((entry.name, tick, "fired"))
+            handled.append((entry.name, claim.tick, "fired"))
         return handled
+
+    def _last_ticks(self) -> dict[str, datetime | None]:
+        """Each schedule's latest claimed tick, in one round trip."""
+        raw = self.client.mget([last_key(e.name) for e in self.entries])
+        return {
+            e.name: datetime.fromtimestamp(float(value), UTC) if value else None
+            for e, value in zip(self.entries, raw, strict=True)
+        }
+
+    def _resend_pending(
+        self, lasts: Mapping[str, datetime | None]
+    ) -> list[tuple[str, datetime, str]]:
+        """Send again each schedule's latest claim that was fired but never marked sent."""
+        keys = {name: claim_key(name, tick) for name, tick in lasts.items() if tick is not None}
+        if not keys:
+            return []
+        values = self.client.mget(list(keys.values()))
+        entries = {e.name: e for e in self.entries}
+        handled: list[tuple[str, datetime, str]] = []
+        for claim in claims_needing_resend(dict(zip(keys, values, strict=True))):
+            adopted = replace(claim, fence=self.lease.fence)
+            taken = int(
+                self._adopt(
+                    keys=[LEASE_KEY, keys[claim.schedule]],
+                    args=[self.lease.value, claim.encode(), adopted.encode()],
+                )
+            )
+            if taken == -1:
+                self._lost_lease()
+                break
+            if taken == 0:
+                continue  # marked sent (or taken over) since we read it
+            entry = entries[claim.schedule]
+            self._send(entry, adopted)
+            metrics.SCHEDULER_TICKS.labels(entry.name, "resent").inc()
+            log.warning(
+                "schedule_resent",
+                schedule=entry.name,
+                tick=claim.tick.isoformat(),
+                job=entry.job,
+                job_id=claim.message_id,
+                fence=self.lease.fence,
+                claimed_by_fence=claim.fence,
+                coalesced=claim.coalesced,
+            )
+            handled.append((entry.name, claim.tick, "resent"))
+        return handled
+
+    def _send(self, entry: CronEntry, claim: Claim) -> None:
+        if claim.message_id is None:
+            raise ValueError(f"claim of {claim.schedule} at {claim.tick} has no message ID")
+        self.send(entry, claim.tick, claim.message_id)
+        self._mark_sent(
+            keys=[claim_key(claim.schedule, claim.tick)],
+            args=[claim.encode(), replace(claim, sent=True).encode()],
+        )
+
+    def _lost_lease(self) -> None:
+        log.warning("scheduler_lease_lost", fence=self.lease.fence)
+        self.lease.fence = 0
+        metrics.SCHEDULER_LEADER.set(0)
 
     def run(self, stop: threading.Event, poll_seconds: float) -> None:
         try:
@@ -302,7 +491,9 @@ def broker_sender(redis_url: str) -> Callable[[CronEntry, datetime, str], None]:
     client = broker.client
 
     def send(entry: CronEntry, tick: datetime, job_id: str) -> None:
-        jobs.update_job_sync(client, job_id, status="queued", progress=0, actor=entry.job)
+        # A re-sent tick may already be running or done: only a new job starts as "queued".
+        if not client.exists(jobs.job_key(job_id)):
+            jobs.update_job_sync(client, job_id, status="queued", progress=0, actor=entry.job)
         broker.enqueue(
             Message(
                 queue_name=jobs.ACTOR_QUEUES[entry.job],

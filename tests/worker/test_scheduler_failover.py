@@ -40,11 +40,14 @@ def records(log_path: Path, event: str) -> list[dict[str, Any]]:
 
 
 def queued_ticks(client: sync_redis.Redis) -> list[datetime]:
-    """The tick of every job the schedulers put on the queue, in order."""
-    raw = client.hvals("dramatiq:default.msgs")
-    return sorted(
-        datetime.fromisoformat(Message.decode(data).options["scheduled_for"]) for data in raw
-    )
+    """The tick of every job the schedulers put on the queue, in order. A message sent again
+    because its leader died before recording the send keeps its message ID and counts once:
+    the worker runs one message ID once."""
+    messages = {
+        message.message_id: message
+        for message in map(Message.decode, client.hvals("dramatiq:default.msgs"))
+    }
+    return sorted(datetime.fromisoformat(m.options["scheduled_for"]) for m in messages.values())
 
 
 def fired(log_path: Path) -> dict[datetime, dict[str, Any]]:
