@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help install dev test test-fast lint typecheck format tools bench bench-quick clean generate check-generated
+.PHONY: help install dev test test-fast lint typecheck format tools bench bench-quick clean \
+	dashboards check-dashboards previews chart-lint kind-e2e kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +48,24 @@ bench: install tools ## Benchmarks against their baselines, side by side
 
 bench-quick: install ## A short benchmark run for development
 	$(BIN)/python -m bench --quick
+
+dashboards: install ## Regenerate the Grafana dashboards (dashboards/*.json and the chart's copy)
+	$(BIN)/python -m dashboards.generate
+
+check-dashboards: install ## Fail when the committed dashboards differ from the code
+	$(BIN)/python -m dashboards.generate --check
+
+previews: install ## PNG previews of the dashboards from a running Prometheus (PROMETHEUS=url)
+	$(BIN)/python -m dashboards.preview --prometheus $(PROMETHEUS) --var job=storefront
+
+chart-lint: tools ## helm lint --strict the chart
+	helm lint --strict charts/storefront
+
+kind-e2e: install ## End to end on a local kind cluster (needs Docker, kind, kubectl, helm)
+	bash scripts/kind-e2e.sh
+
+kind-down: ## Delete the kind-e2e cluster
+	bash scripts/kind-down.sh
 
 clean: ## Remove the virtual environment, caches and local data (keeps .tools)
 	rm -rf $(VENV) .storefront .pytest_cache .mypy_cache .ruff_cache
