@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: help install dev test test-fast lint typecheck format tools bench bench-quick clean \
-	dashboards check-dashboards previews chart-lint kind-e2e kind-down
+	generate check-generated dashboards check-dashboards previews chart-lint kind-e2e kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install tools lint typecheck ## Everything: lint, types, and the full suite against real components
+test: install tools lint typecheck check-generated ## Everything: lint, types, and the full suite against real components
 	$(BIN)/pytest
 
 test-fast: install ## The suite without cluster, Jaeger and slow tests (inner loop)
@@ -48,6 +48,15 @@ bench: install tools ## Benchmarks against their baselines, side by side
 
 bench-quick: install ## A short benchmark run for development
 	$(BIN)/python -m bench --quick
+
+generate: install ## Regenerate every generated file: the CRD (and its chart copy) and the dashboards
+	$(BIN)/storefront crd --write
+	$(BIN)/python -m dashboards.generate
+
+check-generated: install ## Fail when a committed generated file differs from its source
+	$(BIN)/storefront crd | diff -q - operator/crds/storefronts.storefront.dev.yaml
+	diff -q operator/crds/storefronts.storefront.dev.yaml charts/storefront/crds/storefronts.storefront.dev.yaml
+	$(BIN)/python -m dashboards.generate --check
 
 dashboards: install ## Regenerate the Grafana dashboards (dashboards/*.json and the chart's copy)
 	$(BIN)/python -m dashboards.generate

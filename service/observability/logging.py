@@ -63,7 +63,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
     structlog.configure(
         processors=[*shared, _Sink.router(renderer)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=_Sink.factory(sys.stdout),
+        logger_factory=_Sink,
         cache_logger_on_first_use=True,
     )
 
@@ -71,7 +71,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -112,17 +112,9 @@ class _Sink:
     _FAST = frozenset({"debug", "info"})
     _lock = threading.Lock()
 
-    def __init__(self, name: str, stream: IO[str]) -> None:
-        self.name = name
-        self._stream = stream
-        self._stdlib = logging.getLogger(name or "storefront")
-
-    @classmethod
-    def factory(cls, stream: IO[str]) -> Any:
-        def make(*args: Any) -> _Sink:
-            return cls(str(args[0]) if args else "", stream)
-
-        return make
+    def __init__(self, *args: Any) -> None:
+        self.name = str(args[0]) if args else ""
+        self._stdlib = logging.getLogger(self.name or "storefront")
 
     @classmethod
     def router(cls, renderer: Processor) -> Processor:
@@ -138,8 +130,9 @@ class _Sink:
 
     def _write(self, line: str) -> None:
         with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            stream = sys.stdout
+            stream.write(line + "\n")
+            stream.flush()
 
     def debug(self, line: str) -> None:
         self._write(line)
@@ -162,3 +155,16 @@ class _Sink:
 
     fatal = critical
     msg = debug
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is now, like :class:`_Sink`, so both halves of the
+    pipeline always share one stream (a test's captured stdout included)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: IO[str]) -> None:
+        pass

@@ -8,9 +8,9 @@ log lines stay correlatable.
 
 from __future__ import annotations
 
+import random
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -23,12 +23,23 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
+    Decision,
     ParentBased,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
-    _get_from_env_or_default,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -118,14 +129,62 @@ def tracing_config(env: Mapping[str, str], sample_ratio: float, version: str) ->
     )
 
 
-def build_sampler(config: TracingConfig) -> Sampler:
-    """Parent-based ratio sampling by default; ``OTEL_TRACES_SAMPLER(_ARG)`` when set. With no
-    exporter nothing is recorded, but span contexts (and so log IDs) are still made."""
+# Marks a root the server-span layer has already drawn as sampled (see RequestRootSampler).
+_ROOT_SAMPLED = otel_context.create_key("storefront.root_sampled")
+
+
+class RequestRootSampler(Sampler):
+    """Parent-based ratio sampling, with one addition: a request root that
+    :class:`ServerSpanMiddleware` has already drawn as sampled is kept without a second draw.
+
+    That draw is what lets the middleware skip the SDK entirely for the unsampled majority.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self.bound = TraceIdRatioBased.get_bound_for_rate(ratio)
+        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if parent_context is not None and otel_context.get_value(_ROOT_SAMPLED, parent_context):
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return self._parent_based.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"StorefrontRequestRoot{{{self.ratio}}}"
+
+    def draw(self) -> int | None:
+        """A root decision for a request: the new trace ID when unsampled, None when sampled.
+
+        Same rule as TraceIdRatioBased (the low 64 bits of the trace ID against the bound)."""
+        trace_id = random.getrandbits(128)
+        if trace_id and (trace_id & TraceIdRatioBased.TRACE_ID_LIMIT) >= self.bound:
+            return trace_id
+        return None if trace_id else self.draw()
+
+
+def build_sampler(config: TracingConfig) -> Sampler | None:
+    """Parent-based ratio sampling by default; ``None`` when ``OTEL_TRACES_SAMPLER`` is set,
+    which lets the SDK build the sampler it names. With no exporter nothing is recorded, but
+    span contexts (and so the IDs in log lines) are still made."""
     if not config.exports:
         return ALWAYS_OFF
     if config.sampler_from_env:
-        return _get_from_env_or_default()
-    return ParentBased(TraceIdRatioBased(config.sample_ratio))
+        return None
+    return RequestRootSampler(config.sample_ratio)
 
 
 def span_name(method: str, route: str | None) -> str:
@@ -228,8 +287,9 @@ class ServerSpanMiddleware:
     """One SERVER span per HTTP request, named ``{method} {route}`` from the matched route.
 
     Sits outside :class:`RequestTelemetryMiddleware`, so the access line and the latency
-    exemplar see the span. An unsampled request costs a sampler call and the span context the
-    logs need; attributes are built only for spans that are recorded.
+    exemplar see the span. With Storefront's sampler, a new trace that is not sampled never
+    reaches the SDK: it costs one random draw and the two IDs its log lines carry. Attributes
+    are built only for spans that are recorded.
     """
 
     def __init__(
@@ -241,6 +301,10 @@ class ServerSpanMiddleware:
         self.app = app
         provider = tracer_provider or trace.get_tracer_provider()
         self.tracer = provider.get_tracer(TRACER_NAME, __version__)
+        # New traces may skip the SDK when we know its sampler: ours, or "never" (no exporter).
+        sampler = getattr(provider, "sampler", None)
+        self.never_sampled = sampler is ALWAYS_OFF
+        self.root_sampler = sampler if isinstance(sampler, RequestRootSampler) else None
         self.excluded_paths = excluded_paths
         self.propagator = propagate.get_global_textmap()
         # Only the headers the configured propagators read (traceparent, tracestate, baggage...)
@@ -264,6 +328,16 @@ class ServerSpanMiddleware:
                     carrier = {}
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
         parent = self.propagator.extract(carrier) if carrier else None
+        if parent is None and (self.never_sampled or self.root_sampler is not None):
+            unsampled_trace_id = (
+                random.getrandbits(128) or 1
+                if self.root_sampler is None
+                else self.root_sampler.draw()
+            )
+            if unsampled_trace_id is not None:
+                await self._unsampled(unsampled_trace_id, scope, receive, send)
+                return
+            parent = otel_context.set_value(_ROOT_SAMPLED, True)
 
         method = normalized_method(scope["method"])
         span = self.tracer.start_span(
@@ -271,7 +345,6 @@ class ServerSpanMiddleware:
             context=parent,
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"]},
-            start_time=time.time_ns(),
         )
         recording = span.is_recording()
         if recording:
@@ -296,6 +369,17 @@ class ServerSpanMiddleware:
             if recording:
                 _finish(span, scope, method, status)
             span.end()
+            otel_context.detach(token)
+
+    async def _unsampled(self, trace_id: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request whose new trace is not sampled: only the IDs its log lines carry."""
+        # The flags the SDK would give it: not sampled, trace ID random (W3C level 2).
+        flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+        context = SpanContext(trace_id, random.getrandbits(64) or 1, False, trace_flags=flags)
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        try:
+            await self.app(scope, receive, send)
+        finally:
             otel_context.detach(token)
 
 

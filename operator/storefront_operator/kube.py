@@ -1,0 +1,314 @@
+"""The operator's Kubernetes I/O: a thin synchronous client (server-side apply, get, list, delete,
+status patches, Events) over the official `kubernetes` package; handlers call it in threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+
+from storefront_operator.render import GENERATED_SECRET_KEYS, MANAGER, Manifest
+from storefront_operator.spec import API_VERSION, KIND, PLURAL
+
+# Kinds the operator creates, and the plural each is served under.
+PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Event"): "events",
+    ("apps/v1", "Deployment"): "deployments",
+    ("batch/v1", "Job"): "jobs",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    (API_VERSION, KIND): PLURAL,
+}
+# Children pruned when no longer desired (ServiceMonitor only when its CRD exists).
+PRUNABLE: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("batch/v1", "Job"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+
+
+class KubeError(RuntimeError):
+    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at
+    import, so tests and `--kubeconfig`-style wrappers can set it late)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        return config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+
+
+def path_for(
+    api_version: str, kind: str, namespace: str | None = None, name: str | None = None
+) -> str:
+    plural = PLURALS[(api_version, kind)]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+class Kube:
+    """Synchronous Kubernetes calls the handlers need, returning plain dicts."""
+
+    def __init__(self, api_client: client.ApiClient | None = None, timeout: float = 30) -> None:
+        self.api = api_client or load_api_client()
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.api.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Iterable[tuple[str, str]] = (),
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> dict[str, Any]:
+        serialized = self.api.param_serialize(
+            method,
+            path,
+            query_params=list(query),
+            header_params={"Accept": accept, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=self.timeout)
+            response.read()
+        except Exception as exc:  # connection refused, TLS, timeouts: no HTTP status
+            raise KubeError(0, str(exc), exc.__class__.__name__) from exc
+        data = response.data or b""
+        try:
+            payload: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:  # some errors (a discovery 404) are plain text
+            payload = {"message": data[:500].decode(errors="replace")}
+        if not 200 <= response.status < 300:
+            raise KubeError(
+                response.status, str(payload.get("message", data[:500])), payload.get("reason", "")
+            )
+        return payload
+
+    # -- generic objects ----------------------------------------------------------------------
+    def apply(self, manifest: Manifest) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager, taking over conflicting fields
+        (a hand edit of a field we own is drift and is undone)."""
+        meta = manifest["metadata"]
+        path = path_for(
+            manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"]
+        )
+        return self.request(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path_for(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        items = self.request("GET", path_for(api_version, kind, namespace), query=query)
+        return list(items.get("items") or [])
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self.request(
+                "DELETE",
+                path_for(api_version, kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    def crd_exists(self, name: str) -> bool:
+        try:
+            self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def apply_crd(self, manifest: Manifest) -> dict[str, Any]:
+        name = manifest["metadata"]["name"]
+        return self.request(
+            "PATCH",
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+            body=manifest,
+            query=[("fieldManager", MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def wait_crd_served(self, manifest: Manifest, timeout: float = 60) -> bool:
+        """Wait until the CRD is Established and its version is in discovery: kopf resolves
+        resources once at start, so a CRD it cannot see yet would not be watched."""
+        name = manifest["metadata"]["name"]
+        group = manifest["spec"]["group"]
+        plural = manifest["spec"]["names"]["plural"]
+        versions = [v["name"] for v in manifest["spec"]["versions"] if v.get("served")]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                crd = self.request(
+                    "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                )
+                conditions = {
+                    c.get("type"): c.get("status")
+                    for c in (crd.get("status") or {}).get("conditions") or []
+                }
+                served = all(
+                    any(
+                        r.get("name") == plural
+                        for r in self.request("GET", f"/apis/{group}/{v}").get("resources", [])
+                    )
+                    for v in versions
+                )
+                if conditions.get("Established") == "True" and served:
+                    return True
+            except KubeError:
+                pass  # not yet: discovery answers 404 until the group is served
+            time.sleep(0.5)
+        return False
+
+    # -- the Storefront itself ----------------------------------------------------------------
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource (no generation bump, no handler re-trigger)."""
+        self.request(
+            "PATCH",
+            path_for(API_VERSION, KIND, namespace, name) + "/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
+    def set_worker_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        """What `kubectl scale sf/<name>` does: write spec.worker.replicas via /scale."""
+        self.request(
+            "PATCH",
+            path_for(API_VERSION, KIND, namespace, name) + "/scale",
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+
+    # -- secrets ------------------------------------------------------------------------------
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """The decoded value of one Secret key; None when the Secret or the key is missing."""
+        import base64
+
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            return None
+        raw = (secret.get("data") or {}).get(key)
+        if raw is None:
+            value = (secret.get("stringData") or {}).get(key)
+            return None if value is None else str(value)
+        return base64.b64decode(raw).decode()
+
+    def ensure_generated_secret(
+        self, namespace: str, name: str, owner: Mapping[str, Any], labels: Mapping[str, str]
+    ) -> None:
+        """Create the instance's generated Secret once; never rotate it behind the user's back."""
+        if self.get("v1", "Secret", namespace, name) is not None:
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(labels),
+                "ownerReferences": [dict(owner)],
+            },
+            "type": "Opaque",
+            "stringData": {key: secrets.token_hex(32) for key in GENERATED_SECRET_KEYS},
+        }
+        try:
+            self.request("POST", path_for("v1", "Secret", namespace), body=body)
+        except KubeError as exc:
+            if exc.status != 409:  # created meanwhile by another reconcile: fine
+                raise
+
+    # -- events -------------------------------------------------------------------------------
+    def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the Storefront, as `kubectl describe sf` shows them."""
+        meta = body["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", path_for("v1", "Event", meta["namespace"]), body=event)
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Owner reference to the Storefront: children are garbage-collected with it."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def with_owner(manifest: Manifest, owner: Mapping[str, Any]) -> Manifest:
+    meta = {**manifest["metadata"], "ownerReferences": [dict(owner)]}
+    return {**manifest, "metadata": meta}

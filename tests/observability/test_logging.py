@@ -1,0 +1,103 @@
+"""One log pipeline: our lines and library lines are one JSON object a line (or console text),
+and lines inside a request carry its request_id, trace_id and span_id."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import orjson
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+
+from service.observability.logging import configure_logging
+
+
+def _component() -> str:
+    # configure_logging is idempotent per arguments: a fresh component forces a fresh handler
+    # bound to this test's captured stdout.
+    return f"test-{uuid.uuid4().hex[:6]}"
+
+
+def _json_lines(out: str) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_our_lines_and_library_lines_are_json_with_request_and_trace_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    component = _component()
+    configure_logging("INFO", "json", component=component)
+    tracer = TracerProvider().get_tracer("test")
+    structlog.contextvars.bind_contextvars(request_id="rq-42")
+    try:
+        with tracer.start_as_current_span("work") as span:
+            structlog.get_logger("storefront.test").info("ours", answer=42)
+            structlog.get_logger("storefront.test").warning("careful")
+            logging.getLogger("uvicorn.error").info("library line")
+            logging.getLogger("sqlalchemy.pool").warning("pool warning")
+            context = span.get_span_context()
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    records = _json_lines(capsys.readouterr().out)
+    assert [r["event"] for r in records] == ["ours", "careful", "library line", "pool warning"]
+    assert [r["logger"] for r in records] == [
+        "storefront.test",
+        "storefront.test",
+        "uvicorn.error",
+        "sqlalchemy.pool",
+    ]
+    assert [r["level"] for r in records] == ["info", "warning", "info", "warning"]
+    for record in records:
+        assert record["request_id"] == "rq-42"
+        assert record["trace_id"] == format(context.trace_id, "032x")
+        assert record["span_id"] == format(context.span_id, "016x")
+        assert record["component"] == component
+        assert "timestamp" in record
+    assert records[0]["answer"] == 42
+
+
+def test_lines_outside_a_request_have_no_request_or_trace_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    structlog.get_logger("storefront.test").info("startup")
+    (record,) = _json_lines(capsys.readouterr().out)
+    assert not {"request_id", "trace_id", "span_id"} & set(record)
+
+
+def test_exceptions_are_rendered_into_the_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json", component=_component())
+    try:
+        raise ValueError("the reason")
+    except ValueError:
+        structlog.get_logger("storefront.test").exception("failed")
+    (record,) = _json_lines(capsys.readouterr().out)
+    assert record["level"] == "error"
+    assert "ValueError: the reason" in str(record["exception"])
+
+
+def test_levels_below_the_configured_one_are_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("WARNING", "json", component=_component())
+    structlog.get_logger("storefront.test").info("hidden")
+    logging.getLogger("uvicorn.error").info("hidden too")
+    structlog.get_logger("storefront.test").error("shown")
+    assert [r["event"] for r in _json_lines(capsys.readouterr().out)] == ["shown"]
+
+
+def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "console", component=_component())
+    structlog.get_logger("storefront.test").info("hello", user="ada")
+    out = capsys.readouterr().out
+    assert "hello" in out and "user" in out and "ada" in out
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(out.splitlines()[0])
+
+
+def test_uvicorn_access_log_is_off_because_ours_replaces_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    logging.getLogger("uvicorn.access").info("GET / 200")
+    assert capsys.readouterr().out == ""

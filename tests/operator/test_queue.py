@@ -1,0 +1,55 @@
+"""queue_depth() against a real Redis filled by Dramatiq's own Redis broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from storefront_operator.queue import queue_depth
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[RedisBroker]:
+    broker = RedisBroker(url=redis_url)
+    dramatiq.set_broker(broker)
+    yield broker
+    broker.close()
+
+
+def test_counts_queued_delayed_and_in_flight(broker: RedisBroker, redis_url: str) -> None:
+    @dramatiq.actor(broker=broker, queue_name="default", actor_name="depth_probe")
+    def depth_probe(n: int) -> None:  # pragma: no cover - never run here
+        pass
+
+    for n in range(5):
+        depth_probe.send(n)
+    depth_probe.send_with_options(args=(99,), delay=60_000)
+    assert queue_depth(redis_url, ["default"]) == 6
+
+    # A consumer fetching messages moves them from the queue to its acks set: still counted.
+    consumer = broker.consume("default", prefetch=2, timeout=1000)
+    first = next(consumer)
+    assert first is not None
+    assert queue_depth(redis_url, ["default"]) == 6
+
+    consumer.ack(first)
+    assert queue_depth(redis_url, ["default"]) == 5
+    consumer.close()
+
+
+def test_sums_several_queues(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("dramatiq:images", "a", "b")
+    client.rpush("dramatiq:default", "c")
+    assert queue_depth(redis_url, ["default", "images"]) == 3
+    assert queue_depth(redis_url, ["emails"]) == 0
+
+
+def test_unreachable_redis_raises_quickly() -> None:
+    with pytest.raises((redis.RedisError, OSError)):
+        queue_depth("redis://127.0.0.1:1/0", ["default"], timeout=0.5)
