@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help install dev test test-fast lint typecheck format tools bench bench-quick clean \
+.PHONY: help install dev test test-components test-fast lint typecheck format tools bench bench-quick clean \
 	generate check-generated dashboards check-dashboards previews chart-lint kind-e2e kind-down
 
 help: ## List the targets
@@ -39,6 +39,9 @@ format: install ## Apply ruff's fixes and formatting
 
 test: install tools lint typecheck check-generated ## Everything: lint, types, and the full suite against real components
 	$(BIN)/pytest
+
+test-components: install tools ## Smoke-test every real component fixture (a query each)
+	$(BIN)/pytest tests/components -q
 
 test-fast: install ## The suite without cluster, Jaeger and slow tests (inner loop)
 	$(BIN)/pytest -m "not cluster and not slow and not jaeger and not helm"

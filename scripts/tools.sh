@@ -30,7 +30,20 @@ go_version() { go env GOVERSION | sed 's/^go//'; }
 
 # Path of the go.mod of MODULE@VERSION in the module cache (downloading it if needed).
 module_gomod() {
-    (cd "$SRC" && go mod download -json "$1@$2") | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
+    module_field GoMod "$1" "$2"
+}
+
+# FIELD (Dir, GoMod) of `go mod download -json MODULE@VERSION`; on error say which module
+# version is missing (the caller's log) and print nothing.
+module_field() {
+    local json
+    json=$(cd "$SRC" && go mod download -json "$2@$3" 2>&1)
+    if grep -q '"Error"' <<<"$json"; then
+        echo "cannot download $2@$3:" >&2
+        sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/    \1/p' <<<"$json" >&2
+        return 1
+    fi
+    sed -n "s/^[[:space:]]*\"$1\": \"\\(.*\\)\",\\{0,1\\}\$/\\1/p" <<<"$json"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -41,9 +54,10 @@ install_packages() {
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
     command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
     command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
     if ((${#need[@]} == 0)); then
-        log "packages: redis-server, prometheus, postgresql, wrk already installed"
+        log "packages: redis-server, prometheus, postgresql, wrk, shellcheck already installed"
         return 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -90,11 +104,13 @@ component() {
         return 0
     fi
     log "$name $version: FAILED after $((SECONDS - start))s; last lines of ${logfile#"$ROOT"/}:"
-    tail -n 25 "$logfile" | sed 's/^/    /'
-    local missing
-    missing=$(grep -E 'unknown revision|invalid version|no matching versions|not found|404 Not Found|410 Gone' "$logfile" | sort -u | head -n 10)
-    [[ -n "$missing" ]] && log "$name $version: missing from the module proxy:" &&
-        sed 's/^/    /' <<<"$missing"
+    tail -n 15 "$logfile" | sed 's/^/    /'
+    local missing line
+    missing=$(grep -oE '[^[:space:]]+@v[^[:space:]:]+: (reading [^[:space:]]+: (403|404|410)|unknown revision|invalid version|no matching versions)[^\\]*' "$logfile" | sort -u | head -n 10)
+    if [[ -n "$missing" ]]; then
+        log "$name $version: missing from the module proxy:"
+        while IFS= read -r line; do printf '    %s\n' "$line"; done <<<"$missing"
+    fi
     if [[ $kind == required ]]; then
         FAILED_REQUIRED+=("$name $version")
     else
@@ -153,10 +169,7 @@ prepare_kubernetes() {
     [[ -f "$dir/.ready-$sv" ]] && return 0
     rm -rf "$dir" && mkdir -p "$dir" || return 1
     gomod=$(module_gomod k8s.io/kubernetes "$v")
-    [[ -f "$gomod" ]] || {
-        echo "cannot download k8s.io/kubernetes@$v"
-        return 1
-    }
+    [[ -f "$gomod" ]] || return 1
     replaces=$(sed -n "s#^[[:space:]]*\(k8s.io/[A-Za-z0-9._-]*\) => \./staging/src/.*#\t\1 => \1 $sv#p" "$gomod")
     [[ -n "$replaces" ]] || {
         echo "no staging replace directives found in $gomod"
@@ -206,10 +219,7 @@ build_kube() {
 build_helm() {
     local v=$1 gomod cgv major minor
     gomod=$(module_gomod helm.sh/helm/v3 "$v")
-    [[ -f "$gomod" ]] || {
-        echo "cannot download helm.sh/helm/v3@$v"
-        return 1
-    }
+    [[ -f "$gomod" ]] || return 1
     cgv=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")
     major=$(($(cut -d. -f1 <<<"${cgv#v}") + 1))
     minor=$(cut -d. -f2 <<<"$cgv")
@@ -229,10 +239,7 @@ build_jaeger() {
     local v=$1 dir="$SRC/jaeger-$1" gomod replaces
     rm -rf "$dir" && mkdir -p "$dir" || return 1
     gomod=$(module_gomod github.com/jaegertracing/jaeger "$v")
-    [[ -f "$gomod" ]] || {
-        echo "cannot download github.com/jaegertracing/jaeger@$v"
-        return 1
-    }
+    [[ -f "$gomod" ]] || return 1
     replaces=$(awk '
         /^replace[[:space:]]*\(/ { block = 1; next }
         block && /^\)/ { block = 0; next }
@@ -249,9 +256,20 @@ build_jaeger() {
             github.com/jaegertracing/jaeger/cmd/jaeger)
 }
 
-# kwok (optional): fake nodes for a control plane without kubelets.
+# kwok (optional): fake nodes for a control plane without kubelets. kwok needs Stage configs:
+# assemble its "fast" node/pod stages (from the module) into .tools/share/kwok/stages.yaml.
 build_kwok() {
-    local v=$1
+    local v=$1 moddir share="$TOOLS/share/kwok" f
+    moddir=$(module_field Dir sigs.k8s.io/kwok "$v")
+    [[ -d "$moddir" ]] || return 1
+    mkdir -p "$share" || return 1
+    for f in "$moddir"/kustomize/stage/node/fast/node-*.yaml \
+        "$moddir"/kustomize/stage/node/heartbeat-with-lease/node-*.yaml \
+        "$moddir"/kustomize/stage/pod/fast/pod-*.yaml; do
+        [[ -f "$f" ]] || continue
+        printf -- '---\n'
+        cat "$f"
+    done >"$share/stages.yaml"
     (cd "$SRC" && GOBIN="$BIN" go install "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" \
         "sigs.k8s.io/kwok/cmd/kwok@$v")
 }

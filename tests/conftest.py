@@ -4,7 +4,7 @@ pytest_plugins = [
     "tests.components.redis",
     "tests.components.postgres",
     "tests.components.prometheus",
-    # "tests.components.jaeger",
-    # "tests.components.kube",
-    # "tests.components.helm",
+    "tests.components.jaeger",
+    "tests.components.kube",
+    "tests.components.helm",
 ]

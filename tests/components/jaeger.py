@@ -112,7 +112,7 @@ def _write_config(path: Path, host: str, ports: dict[str, int]) -> None:
     """Jaeger v2 (OpenTelemetry collector) config: OTLP in, memory storage, query out."""
     config: dict[str, Any] = {
         "service": {
-            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "extensions": ["jaeger_storage", "jaeger_query"],
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
@@ -127,9 +127,7 @@ def _write_config(path: Path, host: str, ports: dict[str, int]) -> None:
                     "readers": [
                         {
                             "pull": {
-                                "exporter": {
-                                    "prometheus": {"host": host, "port": ports["metrics"]}
-                                }
+                                "exporter": {"prometheus": {"host": host, "port": ports["metrics"]}}
                             }
                         }
                     ],
@@ -144,10 +142,6 @@ def _write_config(path: Path, host: str, ports: dict[str, int]) -> None:
                 "grpc": {"endpoint": f"{host}:{ports['query_grpc']}"},
             },
             "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
-            "healthcheckv2": {
-                "use_v2": True,
-                "http": {"endpoint": f"{host}:{ports['health']}"},
-            },
         },
         "receivers": {
             "otlp": {
@@ -170,7 +164,7 @@ def jaeger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerSe
     host = "127.0.0.1"
     ports = {
         name: free_port()
-        for name in ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health", "metrics")
+        for name in ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "metrics")
     }
     config = workdir / "jaeger.yaml"
     _write_config(config, host, ports)

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import ssl
 import subprocess
 import time
 import uuid
@@ -26,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.components.ports import free_port
-from tests.components.process import ManagedProcess, find_binary, require_binary, start_process
+from tests.components.process import (
+    TOOLS_BIN,
+    ManagedProcess,
+    find_binary,
+    require_binary,
+    start_process,
+)
 
 HOST = "127.0.0.1"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -200,14 +207,15 @@ class KubeAPIServer:
         """Environment for subprocesses (operator, kubectl) that should use this cluster."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def http(self) -> httpx.Client:
-        """An httpx client authenticated as admin against the API server."""
-        return httpx.Client(
-            base_url=self.url,
-            verify=str(self.ca_file),
-            cert=(str(self.admin_cert_file), str(self.admin_key_file)),
-            timeout=30,
+    def ssl_context(self, admin: bool = True) -> ssl.SSLContext:
+        """TLS context trusting the cluster CA (presenting the admin client cert if `admin`)."""
+        return _ssl_context(
+            self.ca_file, (self.admin_cert_file, self.admin_key_file) if admin else None
         )
+
+    def http(self, admin: bool = True) -> httpx.Client:
+        """An httpx client for the API server (authenticated as admin unless admin=False)."""
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(admin), timeout=30)
 
     def api_client(self) -> Any:
         """A kubernetes.client.ApiClient configured from the kubeconfig."""
@@ -232,6 +240,13 @@ class KubeAPIServer:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def _ssl_context(ca_file: Path, client: tuple[Path, Path] | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context
 
 
 def _http_ok(url: str, **kwargs: Any) -> bool:
@@ -328,14 +343,14 @@ def start_kube_apiserver(workdir: Path) -> KubeAPIServer:
         etcd_url=etcd_url,
         processes=[etcd],
     )
-    auth = {"verify": str(ca_file), "cert": (str(paths["admin.crt"]), str(paths["admin.key"]))}
+    tls = _ssl_context(ca_file, (paths["admin.crt"], paths["admin.key"]))
     try:
         cluster.processes.append(
             start_process(
                 "kube-apiserver",
                 argv,
                 workdir / "kube-apiserver.log",
-                lambda: _http_ok(f"{url}/readyz", **auth),
+                lambda: _http_ok(f"{url}/readyz", verify=tls),
                 timeout=120,
             )
         )
@@ -421,12 +436,24 @@ def _create_fake_node(apiserver: KubeAPIServer, name: str) -> None:
             raise RuntimeError(f"creating node {name}: {response.status_code} {response.text}")
 
 
+def _node_schedulable(apiserver: KubeAPIServer, name: str) -> bool:
+    """Node Ready and free of taints (the node-lifecycle controller lifts not-ready)."""
+    with apiserver.http() as http:
+        node = http.get(f"/api/v1/nodes/{name}").json()
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in node.get("status", {}).get("conditions", [])
+    )
+    return ready and not node.get("spec", {}).get("taints")
+
+
 @pytest.fixture(scope="session")
 def kube_cluster(
     kube_apiserver: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeCluster]:
-    """Controllers (garbage collection, deployments → replicasets → pods) and the scheduler on
-    top of the session kube_apiserver; with kwok built, one fake Ready node runs the pods."""
+    """Controllers (garbage collection, deployments → replicasets → pods, node lifecycle) and the
+    scheduler on top of the session kube_apiserver; with kwok built, one fake Ready node
+    (`kube_cluster.node_name`) on which pods are scheduled and reported Running."""
     workdir = tmp_path_factory.mktemp("kube-cluster")
     kubeconfig = str(kube_apiserver.kubeconfig)
     cluster = KubeCluster(kube_apiserver, node_name=None)
@@ -444,7 +471,7 @@ def kube_cluster(
                     f"--secure-port={kcm_port}",
                     f"--cert-dir={workdir / 'kcm-certs'}",
                     "--leader-elect=false",
-                    "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
+                    "--controllers=*,-node-ipam-controller",
                     f"--service-account-private-key-file={kube_apiserver.sa_private_key_file}",
                     f"--root-ca-file={kube_apiserver.ca_file}",
                     "--use-service-account-credentials=false",
@@ -476,7 +503,8 @@ def kube_cluster(
             )
         )
         kwok = find_binary("kwok")
-        if kwok is not None:
+        stages = TOOLS_BIN.parent / "share" / "kwok" / "stages.yaml"
+        if kwok is not None and stages.is_file():
             node = "kwok-node-0"
             _create_fake_node(kube_apiserver, node)
             kwok_port = free_port()
@@ -486,6 +514,7 @@ def kube_cluster(
                     [
                         kwok,
                         f"--kubeconfig={kubeconfig}",
+                        f"--config={stages}",
                         "--manage-all-nodes=false",
                         f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                         f"--server-address={HOST}:{kwok_port}",
@@ -497,6 +526,11 @@ def kube_cluster(
                 )
             )
             cluster.node_name = node
+            wait_for(
+                lambda: _node_schedulable(kube_apiserver, node),
+                timeout=60,
+                what=f"node {node} Ready and untainted",
+            )
         yield cluster
     finally:
         cluster.stop()

@@ -85,22 +85,17 @@ class PostgresServer:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL with psql (ON_ERROR_STOP); return its unaligned, tuples-only output."""
-        result = subprocess.run(
-            [
-                str(self.bindir / "psql"),
-                "-X", "-q", "-A", "-t",
-                "-v", "ON_ERROR_STOP=1",
-                "-h", self.host,
-                "-p", str(self.port),
-                "-U", self.user,
-                "-d", dbname,
-                "-c", sql,
-            ],  # fmt: skip
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        argv = [
+            str(self.bindir / "psql"),
+            "-X", "-q", "-A", "-t",
+            "-v", "ON_ERROR_STOP=1",
+            "-h", self.host,
+            "-p", str(self.port),
+            "-U", self.user,
+            "-d", dbname,
+            "-c", sql,
+        ]  # fmt: skip
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"psql failed ({result.returncode}): {sql}\n{result.stderr}")
         return result.stdout
@@ -146,17 +141,18 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
         for path in (base, datadir, socket_dir):
             os.chown(path, *account)
     try:
+        init_argv = [
+            str(bindir / "initdb"),
+            "-D", str(datadir),
+            "-U", SUPERUSER,
+            "-A", "trust",
+            "-E", "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ]  # fmt: skip
         init = subprocess.run(
-            [
-                str(bindir / "initdb"),
-                "-D", str(datadir),
-                "-U", SUPERUSER,
-                "-A", "trust",
-                "-E", "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],  # fmt: skip
+            init_argv,
             capture_output=True,
             text=True,
             user=uid,
