@@ -24,14 +24,18 @@ from service.models import Role, User
 MAX_PAGE_SIZE = 100
 
 
-def get_resources(request: Request) -> Resources:
+# Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in its threadpool,
+# a thread hop per dependency per request.
+
+
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources  # type: ignore[no-any-return]
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
@@ -46,7 +50,7 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def get_redis(resources: ResourcesDep) -> aioredis.Redis:
+async def get_redis(resources: ResourcesDep) -> aioredis.Redis:
     return resources.redis
 
 
@@ -55,7 +59,7 @@ RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_token(token: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
+async def get_token(token: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
     if not token:
         raise UnauthorizedError("Missing bearer token")
     return token
@@ -75,7 +79,7 @@ async def get_current_user(token: TokenDep, session: SessionDep, settings: Setti
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_admin(user: CurrentUser) -> User:
+async def require_admin(user: CurrentUser) -> User:
     if user.role != Role.ADMIN:
         raise ForbiddenError("Admin role required")
     return user
@@ -87,11 +91,7 @@ AdminUser = Annotated[User, Depends(require_admin)]
 class Pagination:
     """``?page=&size=`` with bounds; a size over the maximum is a 400, not a silent cap."""
 
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-        size: Annotated[int, Query(ge=1, le=2_147_483_647)] = 20,
-    ) -> None:
+    def __init__(self, page: int, size: int) -> None:
         if size > MAX_PAGE_SIZE:
             raise BadRequestError(f"size must be at most {MAX_PAGE_SIZE}")
         self.page = page
@@ -102,4 +102,11 @@ class Pagination:
         return (self.page - 1) * self.size
 
 
-PaginationDep = Annotated[Pagination, Depends()]
+async def get_pagination(
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=2_147_483_647)] = 20,
+) -> Pagination:
+    return Pagination(page, size)
+
+
+PaginationDep = Annotated[Pagination, Depends(get_pagination)]

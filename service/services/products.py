@@ -12,7 +12,7 @@ import structlog
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.errors import ConflictError, NotFoundError, ValidationFailedError
 from service.models import Product, ProductImage
@@ -47,12 +47,15 @@ async def get_product(session: AsyncSession, product_id: int) -> Product:
 
 
 async def get_product_cached(
-    session: AsyncSession, redis: aioredis.Redis, product_id: int, ttl_seconds: int
+    sessions: async_sessionmaker[AsyncSession],
+    redis: aioredis.Redis,
+    product_id: int,
+    ttl_seconds: int,
 ) -> tuple[bytes, bool]:
     """The product's JSON and whether it came from the cache.
 
-    The cache is an optimisation: when Redis is down the database answers and the outage is
-    logged, rather than failing reads.
+    A hit never opens a database session. The cache is an optimisation: when Redis is down the
+    database answers and the outage is logged, rather than failing reads.
     """
     key = cache_key(product_id)
     try:
@@ -64,8 +67,9 @@ async def get_product_cached(
         metrics.CACHE_REQUESTS.labels(CACHE_NAME, "hit").inc()
         return cached, True
     metrics.CACHE_REQUESTS.labels(CACHE_NAME, "miss").inc()
-    product = await get_product(session, product_id)
-    body = ProductOut.model_validate(product).model_dump_json().encode()
+    async with sessions() as session:
+        product = await get_product(session, product_id)
+        body = ProductOut.model_validate(product).model_dump_json().encode()
     try:
         await redis.set(key, body, ex=ttl_seconds)
     except aioredis.RedisError as exc:

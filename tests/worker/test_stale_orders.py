@@ -186,8 +186,7 @@ async def test_cancelling_drops_cached_stock_and_announces_it(
     try:
         sessions = create_session_factory(engine)
         for product_id in (shop.lamp, shop.desk):
-            async with sessions() as session:
-                await products.get_product_cached(session, redis, product_id, ttl_seconds=300)
+            await products.get_product_cached(sessions, redis, product_id, ttl_seconds=300)
         pubsub = redis.pubsub()
         await pubsub.subscribe(events.channel_for("orders"))
         await pubsub.get_message(timeout=1)  # the subscription confirmation

@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Response, UploadFile, status
 
-from service.api.deps import AdminUser, PaginationDep, RedisDep, SessionDep, SettingsDep
+from service.api.deps import (
+    AdminUser,
+    PaginationDep,
+    RedisDep,
+    ResourcesDep,
+    SessionDep,
+    SettingsDep,
+)
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
@@ -36,12 +43,13 @@ async def list_products(page: PaginationDep, session: SessionDep) -> Page[Produc
     response_model=ProductOut,
     responses={200: {"headers": {"X-Cache": {"schema": {"type": "string"}}}}},
 )
-async def read_product(
-    product_id: ResourceId, session: SessionDep, redis: RedisDep, settings: SettingsDep
-) -> Response:
+async def read_product(product_id: ResourceId, resources: ResourcesDep) -> Response:
     """Read through the Redis cache; ``X-Cache`` says whether it was a HIT or a MISS."""
     body, hit = await products.get_product_cached(
-        session, redis, product_id, settings.product_cache_ttl_seconds
+        resources.sessions,
+        resources.redis,
+        product_id,
+        resources.settings.product_cache_ttl_seconds,
     )
     return Response(
         body, media_type="application/json", headers={"X-Cache": "HIT" if hit else "MISS"}

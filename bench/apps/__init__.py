@@ -1,0 +1,1 @@
+"""The baseline servers the benchmarks compare Storefront with, and the one way all are served."""

@@ -1,0 +1,304 @@
+"""Operator benchmark (full mode only): a real etcd + kube-apiserver and the operator as its own
+process, as ``storefront operator`` runs in its pod.
+
+Figures: the time from creating a ``Storefront`` to its first reconcile being complete (every
+child the operator applies at once exists and ``status.observedGeneration`` is written), over
+instances created one after another; the time to reconcile a burst created at once; and the
+operator's resident memory with that many instances. Status write times come from a watch, not
+from polling, so they are exact to the event.
+
+Without kube-controller-manager no Job ever succeeds, so the workloads (Deployments, which wait
+for their migration Job, and the API's HPA/PDB) are not among the children checked; the
+ConfigMaps, Secret, Services and the migration Job are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.components import REPO_ROOT, RedisInstance, clean_env
+from bench.report import Row
+from bench.stats import BenchError, percentile
+from tests.components.ports import free_port
+from tests.components.process import ManagedProcess, find_binary
+
+GROUP_PATH = "/apis/storefront.dev/v1alpha1"
+SECTION = "Operator (real kube-apiserver)"
+
+
+@dataclass(frozen=True)
+class OperatorPlan:
+    sequential: int = 50
+    burst: int = 200
+
+
+@dataclass
+class OperatorOutcome:
+    plan: OperatorPlan
+    create_to_status_ms: list[float] = field(default_factory=list)
+    burst_seconds: float = float("nan")
+    rss_idle_mib: float = float("nan")
+    rss_loaded_mib: float = float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def reconciled(obj: dict[str, Any]) -> bool:
+    """The operator wrote status for the object's current generation."""
+    generation = obj.get("metadata", {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return generation is not None and observed == generation
+
+
+class StatusWatcher:
+    """Watches every Storefront and notes when each first reaches :func:`reconciled`."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.seen: dict[tuple[str, str], float] = {}
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> StatusWatcher:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        version = self.client.get(f"{GROUP_PATH}/storefronts").json()["metadata"]["resourceVersion"]
+        while True:
+            params = {"watch": "true", "resourceVersion": version, "timeoutSeconds": "600"}
+            try:
+                with self.client.stream(
+                    "GET", f"{GROUP_PATH}/storefronts", params=params, timeout=None
+                ) as stream:
+                    for line in stream.iter_lines():
+                        event = orjson.loads(line)
+                        obj = event.get("object", {})
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if event.get("type") in ("ADDED", "MODIFIED") and reconciled(obj):
+                            meta = obj["metadata"]
+                            ident = (meta["namespace"], meta["name"])
+                            with self.changed:
+                                self.seen.setdefault(ident, time.monotonic())
+                                self.changed.notify_all()
+            except (httpx.HTTPError, RuntimeError):
+                return  # the client was closed: the benchmark is over
+
+    def wait(self, idents: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], float]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(i in self.seen for i in idents):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sum(i not in self.seen for i in idents)
+                    raise BenchError(f"{missing} Storefronts not reconciled after {timeout:.0f}s")
+                self.changed.wait(remaining)
+            return {i: self.seen[i] for i in idents}
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise BenchError(f"timed out waiting for {what}")
+
+
+def _ok(response: httpx.Response, what: str) -> None:
+    if response.status_code not in (200, 201):
+        raise BenchError(f"{what}: {response.status_code} {response.text[:300]}")
+
+
+def prepare_namespace(api: httpx.Client, namespace: str, redis_url: str) -> None:
+    _ok(api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}), "namespace")
+    for name, url in (("db", "postgresql://u:p@db.example:5432/shop"), ("cache", redis_url)):
+        body = {"metadata": {"name": name}, "stringData": {"url": url}}
+        _ok(api.post(f"/api/v1/namespaces/{namespace}/secrets", json=body), f"secret {name}")
+
+
+SPEC: dict[str, Any] = {
+    "database": {"secretRef": {"name": "db", "key": "url"}},
+    "redis": {"secretRef": {"name": "cache", "key": "url"}},
+}
+
+
+def create(api: httpx.Client, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": "storefront.dev/v1alpha1",
+        "kind": "Storefront",
+        "metadata": {"name": name},
+        "spec": SPEC,
+    }
+    _ok(api.post(f"{GROUP_PATH}/namespaces/{namespace}/storefronts", json=body), f"create {name}")
+
+
+# Workloads wait for their migration Job, which only a Job controller can complete; the HPA,
+# PDB and ServiceMonitor belong to the API workload.
+WAIT_FOR_MIGRATION = frozenset(
+    {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+)
+
+
+def verify_children(api: httpx.Client, namespace: str, name: str) -> int:
+    """Every child the first reconcile applies exists; returns how many were checked."""
+    from storefront_operator.render import generated_secret_name, render
+    from storefront_operator.spec import parse_spec
+
+    paths = [f"/api/v1/namespaces/{namespace}/secrets/{generated_secret_name(name)}"]
+    for manifest in render(name, namespace, parse_spec(SPEC)):
+        kind, child = manifest["kind"], manifest["metadata"]["name"]
+        if kind in WAIT_FOR_MIGRATION:
+            continue
+        version = manifest["apiVersion"]
+        prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
+        plural = kind.lower() + ("es" if kind.endswith("s") else "s")
+        paths.append(f"{prefix}/namespaces/{namespace}/{plural}/{child}")
+    for path in paths:
+        if api.get(path).status_code != 200:
+            raise BenchError(f"{path} missing after the status was written")
+    return len(paths)
+
+
+def run_operator(
+    plan: OperatorPlan,
+    workdir: Path,
+    redis_server: RedisInstance,
+    progress: Callable[[str], None],
+) -> OperatorOutcome:
+    for binary in ("etcd", "kube-apiserver"):
+        if find_binary(binary) is None:
+            raise BenchError(f"{binary} is not built (run `make tools`)")
+    from tests.components.kube import start_kube_apiserver
+
+    outcome = OperatorOutcome(plan)
+    progress("operator: starting etcd and kube-apiserver")
+    cluster = start_kube_apiserver(workdir / "kube")
+    operator: ManagedProcess | None = None
+    try:
+        liveness = free_port()
+        argv = [
+            sys.executable, "-m", "service.cli", "operator", "--all-namespaces",
+            "--metrics-port", "0", "--liveness-port", str(liveness),
+        ]  # fmt: skip
+        operator = ManagedProcess(
+            "storefront-operator",
+            argv,
+            workdir / "operator.log",
+            env=clean_env({"KUBECONFIG": str(cluster.kubeconfig)}),
+            cwd=REPO_ROOT,
+        ).start()
+        operator.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{liveness}/healthz", timeout=1).is_success,
+            timeout=120,
+        )
+        with cluster.http() as api, cluster.http() as watch_client:
+            _wait_for(
+                lambda: api.get(f"{GROUP_PATH}/storefronts").status_code == 200,
+                60,
+                "the Storefront CRD to be served",
+            )
+            for namespace in ("bench-seq", "bench-burst"):
+                prepare_namespace(api, namespace, redis_server.url(3))
+            watcher = StatusWatcher(watch_client).start()
+            # Live is not ready: the operator may still be retrying a start-up step. One warm-up
+            # instance, waited for generously, proves it watches and reconciles.
+            progress("operator: waiting for a first reconcile")
+            create(api, "bench-seq", "warm-up")
+            watcher.wait([("bench-seq", "warm-up")], timeout=240)
+            api.delete(f"{GROUP_PATH}/namespaces/bench-seq/storefronts/warm-up")
+            time.sleep(2)
+            outcome.rss_idle_mib = rss_mib(operator.pid)
+
+            for i in range(plan.sequential):
+                progress(f"operator: instance {i + 1}/{plan.sequential}, one at a time")
+                name = f"seq-{i:03d}"
+                started = time.monotonic()
+                create(api, "bench-seq", name)
+                done = watcher.wait([("bench-seq", name)], timeout=60)
+                outcome.create_to_status_ms.append((done[("bench-seq", name)] - started) * 1000)
+            verify_children(api, "bench-seq", f"seq-{plan.sequential - 1:03d}")
+            for i in range(plan.sequential):
+                api.delete(f"{GROUP_PATH}/namespaces/bench-seq/storefronts/seq-{i:03d}")
+
+            progress(f"operator: {plan.burst} instances at once")
+            names = [f"burst-{i:03d}" for i in range(plan.burst)]
+            started = time.monotonic()
+            for name in names:
+                create(api, "bench-burst", name)
+            done = watcher.wait([("bench-burst", n) for n in names], timeout=600)
+            outcome.burst_seconds = max(done.values()) - started
+            for name in (names[0], names[-1]):
+                verify_children(api, "bench-burst", name)
+            time.sleep(2)
+            outcome.rss_loaded_mib = rss_mib(operator.pid)
+            if not operator.running():
+                raise operator.error("exited during the benchmark")
+    finally:
+        if operator is not None:
+            operator.stop()
+        cluster.stop()
+    return outcome
+
+
+def rows(outcome: OperatorOutcome) -> list[Row]:
+    plan = outcome.plan
+    latencies = outcome.create_to_status_ms
+    idle = outcome.rss_idle_mib
+    return [
+        Row(
+            section=SECTION,
+            subject=f"create -> children + status, {plan.sequential} one at a time",
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
+        ),
+        Row(
+            section=SECTION,
+            subject=f"reconcile {plan.burst} created at once",
+            value=outcome.burst_seconds,
+            unit="s",
+        ),
+        Row(
+            section=SECTION,
+            subject=f"operator RSS at {plan.burst} instances (after start-up: {idle:.0f} MiB)",
+            value=outcome.rss_loaded_mib,
+            unit="MiB",
+        ),
+    ]
+
+
+def not_measured(reason: str, plan: OperatorPlan | None = None) -> list[Row]:
+    plan = plan or OperatorPlan()
+    subjects = (
+        f"create -> children + status, {plan.sequential} one at a time",
+        f"reconcile {plan.burst} created at once",
+        f"operator RSS at {plan.burst} instances",
+    )
+    return [Row(section=SECTION, subject=s, note=f"not measured: {reason}") for s in subjects]
+
+
+def raw(outcome: OperatorOutcome) -> dict[str, Any]:
+    return {
+        "plan": outcome.plan.__dict__,
+        "create_to_status_ms": [round(v, 2) for v in outcome.create_to_status_ms],
+        "burst_seconds": outcome.burst_seconds,
+        "rss_idle_mib": outcome.rss_idle_mib,
+        "rss_loaded_mib": outcome.rss_loaded_mib,
+    }

@@ -1,0 +1,1 @@
+"""Tests of the benchmark harness (its arithmetic and a smoke run; nothing here times anything)."""

@@ -1,0 +1,96 @@
+"""Rendering a run: rows from outcomes, the Markdown table, the chart's bars, JSON safety."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from PIL import Image
+
+from bench import http_bench, operator_bench, worker_bench
+from bench.report import Row, TargetCheck, chart_bars, finite, markdown_table, write_png
+from bench.stats import Target, WrkResult, summarize
+
+
+def wrk(rps: float) -> WrkResult:
+    return WrkResult(int(rps), 1.0, 2.0, 4.0, 8.0, 0, 0)
+
+
+def http_outcome() -> http_bench.HttpOutcome:
+    outcome = http_bench.HttpOutcome(http_bench.HttpPlan(1, 1, 1))
+    rps = {"bare": 1000, "article": 150, "storefront": 850, "storefront-100": 500}
+    for endpoint in http_bench.ENDPOINTS:
+        outcome.rounds[endpoint.key] = {k: [wrk(v)] for k, v in rps.items()}
+        outcome.summaries[endpoint.key] = summarize(
+            outcome.rounds[endpoint.key], http_bench.BASELINES
+        )
+    return outcome
+
+
+def test_http_rows_cover_every_endpoint_and_variant_with_their_targets() -> None:
+    rows = http_bench.rows(http_outcome())
+    assert len(rows) == len(http_bench.ENDPOINTS) * len(http_bench.VARIANTS)
+    default = next(r for r in rows if r.subject == "Storefront, sampling 10 %")
+    assert [(t.description, t.met) for t in default.targets] == [
+        (">= 0.8x bare", True),
+        (">= 5x article", True),
+    ]
+    full = next(r for r in rows if r.subject == "Storefront, sampling 100 %")
+    assert [(t.description, t.met) for t in full.targets] == [(">= 0.6x bare", False)]
+
+
+def test_worker_rows_give_storefront_its_ratio_to_bare_dramatiq() -> None:
+    outcome = worker_bench.WorkerOutcome(worker_bench.WorkerPlan(10, 10, 10, 1))
+    for processes in worker_bench.PROCESS_COUNTS:
+        for actor in worker_bench.JOBS:
+            outcome.rounds[(processes, actor)] = {
+                "bare": [worker_bench.Measurement(1000, 2, 9)],
+                "storefront": [worker_bench.Measurement(900, 3, 12)],
+            }
+    rows = worker_bench.rows(outcome)
+    assert len(rows) == 8
+    storefront = [r for r in rows if r.subject == "Storefront worker"]
+    assert all(r.ratios == {"bare": 0.9} for r in storefront)
+    assert all(r.targets[0].met for r in storefront)
+
+
+def test_not_measured_rows_keep_the_table_complete() -> None:
+    rows = operator_bench.not_measured("no kube-apiserver")
+    assert len(rows) == 3
+    assert all(r.note == "not measured: no kube-apiserver" for r in rows)
+    assert "not measured" in markdown_table(rows)
+
+
+def test_markdown_table_has_one_line_per_row() -> None:
+    rows = http_bench.rows(http_outcome())
+    table = markdown_table(rows)
+    assert table.count("\n") == len(rows) + 2
+    assert "| 850 req/s |" in table
+
+
+def test_json_has_no_nan() -> None:
+    row = Row("s", "x", value=math.nan, ratios={"bare": math.nan})
+    assert json.loads(json.dumps(row.as_dict(), allow_nan=False))["value"] is None
+    assert finite({"a": [math.inf, 1.0]}) == {"a": [None, 1.0]}
+
+
+def test_chart_draws_one_bar_per_ratio_with_its_target(tmp_path: Path) -> None:
+    rows = [
+        *http_bench.rows(http_outcome()),
+        Row("op", "rss", value=90, unit="MiB"),
+        Row(
+            "w",
+            "sf",
+            value=1,
+            ratios={"bare": 0.5},
+            targets=(TargetCheck.of(Target("bare", 0.8), 0.5),),
+        ),
+    ]
+    bars = chart_bars(rows)
+    assert len(bars) == 2 * 3 + 1  # article and both Storefronts per endpoint, the worker row
+    assert bars[-1][1:] == (0.5, 0.8, False)
+    png = tmp_path / "ratios.png"
+    write_png(rows, png, "test")
+    with Image.open(png) as image:
+        assert image.format == "PNG"
