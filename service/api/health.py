@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from service.api.deps import ResourcesDep
-from service.core.errors import error_body
+from service.core.errors import ServiceUnavailableError
 
 router = APIRouter(tags=["health"])
 
@@ -39,9 +39,6 @@ async def readyz(resources: ResourcesDep) -> JSONResponse:
             results[name] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is reported
             results[name] = f"unavailable: {exc.__class__.__name__}"
-    ready = all(value == "ok" for value in results.values())
-    if ready:
-        return JSONResponse({"status": "ready", "checks": results})
-    return JSONResponse(
-        error_body("SERVICE_UNAVAILABLE", "Not ready", details=results), status_code=503
-    )
+    if any(value != "ok" for value in results.values()):
+        raise ServiceUnavailableError("Not ready", details=results)
+    return JSONResponse({"status": "ready", "checks": results})

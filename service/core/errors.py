@@ -15,6 +15,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from redis import exceptions as redis_exc
+from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -83,12 +85,6 @@ class PayloadTooLargeError(AppError):
     default_message = "Request body too large"
 
 
-class UnsupportedMediaTypeError(AppError):
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
-    default_message = "Unsupported media type"
-
-
 class ValidationFailedError(AppError):
     status_code = 422
     code = "VALIDATION_ERROR"
@@ -100,6 +96,18 @@ class ServiceUnavailableError(AppError):
     code = "SERVICE_UNAVAILABLE"
     default_message = "A dependency is unavailable"
 
+
+# What an unreachable database or Redis raises (asyncpg's refused connection surfaces as a
+# plain ConnectionError/OSError, SQLAlchemy's pool as its TimeoutError).
+DEPENDENCY_OUTAGES: tuple[type[Exception], ...] = (
+    sqlalchemy_exc.OperationalError,
+    sqlalchemy_exc.InterfaceError,
+    sqlalchemy_exc.TimeoutError,
+    redis_exc.ConnectionError,
+    redis_exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -177,6 +185,18 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+async def _dependency_down_handler(request: Request, exc: Exception) -> Response:
+    # The database or Redis is unreachable: the client may retry later, so 503, and the cause
+    # goes to the log rather than to the client.
+    log.error("dependency_unavailable", exc_type=type(exc).__name__, error=str(exc)[:500])
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "A dependency is unavailable, try again later",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     details = _clean_validation_errors(exc.errors())
@@ -195,5 +215,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    for outage in DEPENDENCY_OUTAGES:
+        app.add_exception_handler(outage, _dependency_down_handler)
     # Unexpected exceptions are answered by RequestTelemetryMiddleware, which sits inside
     # Starlette's ServerErrorMiddleware and so still knows the request ID.

@@ -52,9 +52,10 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def running_app(settings: Settings, migrate: bool = True) -> AsyncIterator[FastAPI]:
     """Migrate, build the app and run its lifespan."""
-    await upgrade_async(settings)
+    if migrate:
+        await upgrade_async(settings)
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
         yield app
