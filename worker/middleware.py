@@ -170,7 +170,7 @@ class JobContext(Middleware):
             retries=retries,
             queue=message.queue_name,
         )
-        self._local.state = (span, token, rid_token)
+        self._local.state = (span, token, rid_token, time.perf_counter())
 
     def after_process_message(
         self,
@@ -180,21 +180,31 @@ class JobContext(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        self._finish(message, exception, "failed" if exception is not None else "succeeded")
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._finish(message, None, "skipped")
+
+    def _finish(self, message: MessageProxy, exception: BaseException | None, outcome: str) -> None:
         state = getattr(self._local, "state", None)
         self._local.state = None
-        structlog.contextvars.unbind_contextvars(*LOG_CONTEXT_KEYS)
         if state is None:
+            structlog.contextvars.unbind_contextvars(*LOG_CONTEXT_KEYS)
             return
-        span, token, rid_token = state
+        span, token, rid_token, started = state
+        # One line per job, like the API's access line, still inside the job's log context.
+        log.info(
+            "job_finished",
+            outcome=outcome if exception is None or message.failed else "retrying",
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        structlog.contextvars.unbind_contextvars(*LOG_CONTEXT_KEYS)
         if exception is not None:
             span.record_exception(exception)
             span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
         span.end()
         otel_context.detach(token)
         reset_request_id(rid_token)
-
-    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        self.after_process_message(broker, message)
 
 
 def _span_context(ids: dict[str, str]) -> SpanContext:
