@@ -187,6 +187,28 @@ def timeseries_panel(
     return panel
 
 
+def cpu_panel(width: int = 12) -> timeseries.Panel:
+    """Process CPU by instance: the same panel on every Storefront dashboard."""
+    return timeseries_panel(
+        "CPU",
+        "CPU seconds used per second, by instance.",
+        [Query(rate_sum("process_cpu_seconds_total", "instance"), "{{instance}}")],
+        "percentunit",
+        width=width,
+    )
+
+
+def memory_panel(width: int = 12) -> timeseries.Panel:
+    """Process resident memory by instance: the same panel on every Storefront dashboard."""
+    return timeseries_panel(
+        "Memory",
+        "Resident memory, by instance.",
+        [Query(gauge("process_resident_memory_bytes", "instance"), "{{instance}}")],
+        "bytes",
+        width=width,
+    )
+
+
 def stat_panel(
     title: str,
     description: str,

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 
-from dashboards.common import Query, gauge, histogram_quantiles, new_dashboard, rate_sum, stat_panel
+from dashboards.common import (
+    Query,
+    cpu_panel,
+    gauge,
+    histogram_quantiles,
+    memory_panel,
+    new_dashboard,
+    rate_sum,
+    stat_panel,
+)
 from dashboards.common import timeseries_panel as ts
 
 UID = "storefront-worker"
@@ -150,20 +159,6 @@ def build() -> dashboard_builders.Dashboard:
             )
         )
         .with_row(dashboard_builders.Row("Resources"))
-        .with_panel(
-            ts(
-                "CPU",
-                "CPU seconds used per second, by instance.",
-                [Query(rate_sum("process_cpu_seconds_total", "instance"), "{{instance}}")],
-                "percentunit",
-            )
-        )
-        .with_panel(
-            ts(
-                "Memory",
-                "Resident memory, by instance.",
-                [Query(gauge("process_resident_memory_bytes", "instance"), "{{instance}}")],
-                "bytes",
-            )
-        )
+        .with_panel(cpu_panel())
+        .with_panel(memory_panel())
     )
