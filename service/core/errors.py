@@ -97,17 +97,18 @@ class ServiceUnavailableError(AppError):
     default_message = "A dependency is unavailable"
 
 
-# What an unreachable database or Redis raises (asyncpg's refused connection surfaces as a
-# plain ConnectionError/OSError, SQLAlchemy's pool as its TimeoutError).
+# What an unreachable database or Redis raises: asyncpg's refused connection surfaces as a plain
+# ConnectionError/OSError, SQLAlchemy's exhausted pool as its TimeoutError. A DBAPIError counts
+# only when SQLAlchemy flags it as a disconnect: SQLite also reports a missing table as an
+# OperationalError, and that is a bug (500), not an outage.
 DEPENDENCY_OUTAGES: tuple[type[Exception], ...] = (
-    sqlalchemy_exc.OperationalError,
-    sqlalchemy_exc.InterfaceError,
     sqlalchemy_exc.TimeoutError,
     redis_exc.ConnectionError,
     redis_exc.TimeoutError,
     ConnectionError,
     TimeoutError,
 )
+
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -185,6 +186,13 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+async def _database_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, sqlalchemy_exc.DBAPIError)
+    if exc.connection_invalidated:
+        return await _dependency_down_handler(request, exc)
+    raise exc  # not an outage: the telemetry middleware logs it and answers 500
+
+
 async def _dependency_down_handler(request: Request, exc: Exception) -> Response:
     # The database or Redis is unreachable: the client may retry later, so 503, and the cause
     # goes to the log rather than to the client.
@@ -217,5 +225,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     for outage in DEPENDENCY_OUTAGES:
         app.add_exception_handler(outage, _dependency_down_handler)
+    app.add_exception_handler(sqlalchemy_exc.DBAPIError, _database_error_handler)
     # Unexpected exceptions are answered by RequestTelemetryMiddleware, which sits inside
     # Starlette's ServerErrorMiddleware and so still knows the request ID.
