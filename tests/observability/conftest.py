@@ -154,6 +154,25 @@ def start_storefront(
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _untraced_test_client() -> Iterator[None]:
+    """Keep the test process's own trace context out of its requests.
+
+    The service honours an incoming ``traceparent``. Once an in-process app of another test has
+    instrumented httpx here, this suite's requests would carry the test process's (unsampled)
+    context and decide the service's sampling, so no exemplar or trace would be recorded.
+    """
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    instrumented = instrumentor.is_instrumented_by_opentelemetry
+    if instrumented:
+        instrumentor.uninstrument()
+    yield
+    if instrumented:
+        instrumentor.instrument()
+
+
 StorefrontFactory = Callable[..., StorefrontProcess]
 # Databases 8-15 of the session's Redis; other tests use the low numbers.
 _redis_databases = itertools.cycle(range(8, 16))
