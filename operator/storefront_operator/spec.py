@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -240,40 +240,41 @@ def _backing_service(what: str, service: str, image: str) -> JsonDict:
     }
 
 
-class DatabaseSpec(_Model):
+class _BackingServiceSpec(_Model):
+    """A Secret holding the service's URL, or a development instance run by the operator."""
+
+    what: ClassVar[str]
+
+    secret_ref: SecretKeyRef | None = None
+    managed: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.secret_ref is not None) == self.managed:
+            raise ValueError(f"{self.what}: set exactly one of secretRef or managed: true")
+        return self
+
+
+class DatabaseSpec(_BackingServiceSpec):
     """PostgreSQL: a Secret holding the URL, or a development instance run by the operator."""
 
+    what = "database"
     model_config = ConfigDict(
         json_schema_extra=_backing_service("database", "PostgreSQL", "postgres:16-alpine")
     )
 
-    secret_ref: SecretKeyRef | None = None
-    managed: bool = False
     managed_image: str = Field("postgres:16-alpine", min_length=1)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> DatabaseSpec:
-        if (self.secret_ref is not None) == self.managed:
-            raise ValueError("database: set exactly one of secretRef or managed: true")
-        return self
 
-
-class RedisSpec(_Model):
+class RedisSpec(_BackingServiceSpec):
     """Redis: a Secret holding the URL, or a development instance run by the operator."""
 
+    what = "redis"
     model_config = ConfigDict(
         json_schema_extra=_backing_service("redis", "Redis", "redis:7-alpine")
     )
 
-    secret_ref: SecretKeyRef | None = None
-    managed: bool = False
     managed_image: str = Field("redis:7-alpine", min_length=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> RedisSpec:
-        if (self.secret_ref is not None) == self.managed:
-            raise ValueError("redis: set exactly one of secretRef or managed: true")
-        return self
 
 
 class ServiceMonitorSpec(_Model):
