@@ -247,9 +247,13 @@ def test_workers_autoscale_on_queue_depth(
     job = migration_job_name("busy", parse_spec(spec))
     wait_for(lambda: get(api, f"/apis/batch/v1/namespaces/{ns}/jobs/{job}"), WAIT, what="Job")
     succeed_job(api, ns, job)
+    # The scale subresource is written before the status that records why, so wait for both.
     body = wait_for(
         lambda: (
-            (sf := storefront(api, ns, "busy")) and sf["spec"]["worker"]["replicas"] == 3 and sf
+            (sf := storefront(api, ns, "busy"))
+            and sf["spec"]["worker"]["replicas"] == 3
+            and "queueDepth" in sf.get("status", {})
+            and sf
         ),
         WAIT,
         what="scaled up to max",
