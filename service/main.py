@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import health
 from service.api import metrics as metrics_api
-from service.api.v1.router import router as v1_router
-from service.api.v2.router import router as v2_router
+from service.api.v1 import router as v1
+from service.api.v2 import router as v2
 from service.core.database import create_engine, create_session_factory, pool_in_use
 from service.core.errors import install_error_handlers
 from service.core.redis import EmbeddedRedis, create_redis
@@ -26,6 +26,7 @@ from service.observability.logging import configure_logging
 from service.observability.middleware import BodySizeLimitMiddleware, RequestTelemetryMiddleware
 from service.observability.tracing import (
     ServerSpanMiddleware,
+    inject_trace_context,
     instrument_libraries,
     setup_tracing,
     shutdown_tracing,
@@ -48,7 +49,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         redis_url = embedded.start()
     engine = create_engine(settings)
     redis = create_redis(redis_url)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0), event_hooks={"request": [inject_trace_context]}
+    )
     hub = EventHub(redis)
     try:
         await hub.start()
@@ -120,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
-    app.include_router(v1_router)
-    app.include_router(v2_router)
+    v1.include_in(app)
+    v2.include_in(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTelemetryMiddleware)  # outermost: sees every response
     # Added last, so outermost: logs and exemplars inside a request see its span.

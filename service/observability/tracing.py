@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
+import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -290,6 +291,10 @@ class ServerSpanMiddleware:
     exemplar see the span. With Storefront's sampler, a new trace that is not sampled never
     reaches the SDK: it costs one random draw and the two IDs its log lines carry. Attributes
     are built only for spans that are recorded.
+
+    Inside a request whose span is not recorded, the SQL, Redis and HTTP client
+    instrumentations are suppressed: a parent-based sampler would drop each span they start, and
+    starting them cost about 35 µs a request on the cached product read (one Redis command).
     """
 
     def __init__(
@@ -359,7 +364,11 @@ class ServerSpanMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status if recording else send)
+            if recording:
+                await self.app(scope, receive, send_status)
+            else:
+                with suppress_instrumentation():
+                    await self.app(scope, receive, send)
         except BaseException as exc:
             if recording:
                 span.record_exception(exc)
@@ -378,9 +387,21 @@ class ServerSpanMiddleware:
         context = SpanContext(trace_id, random.getrandbits(64) or 1, False, trace_flags=flags)
         token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
         try:
-            await self.app(scope, receive, send)
+            with suppress_instrumentation():
+                await self.app(scope, receive, send)
         finally:
             otel_context.detach(token)
+
+
+async def inject_trace_context(request: httpx.Request) -> None:
+    """An HTTPX request hook: carry the current trace context to the server called.
+
+    The HTTPX instrumentation injects its client span's context, but it is suppressed inside
+    unsampled requests; this hook still sends their (unsampled) ``traceparent``, so a parent-based
+    service downstream makes the same decision. When the instrumentation runs, it overwrites these
+    headers with its own span's, which is a child of the same trace.
+    """
+    propagate.inject(request.headers)
 
 
 def _request_attributes(scope: Scope, method: str) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def status_fields(
     if result is not None:
         fields["result"] = orjson.dumps(result, default=str)
     if error is not None:
-        fields["error"] = error[:2000].encode()
+        # Stored as JobStatus reads it (stripped), so the script's published copy matches.
+        fields["error"] = error.strip()[:2000].encode()
     if actor is not None:
         fields["actor"] = actor.encode()
     return fields
@@ -112,34 +113,64 @@ async def update_job(
     redis: aioredis.Redis, job_id: str, ttl_seconds: int = JOB_TTL_SECONDS, **changes: Any
 ) -> JobStatus | None:
     """Write ``changes`` and publish the resulting status to the job's followers."""
-    key = job_key(job_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=status_fields(**changes))  # type: ignore[arg-type]
-        pipe.expire(key, ttl_seconds)
-        pipe.hgetall(key)
-        *_, raw = await pipe.execute()
-    status = decode_status(job_id, raw)
-    if status is not None:
-        await events.publish(redis, job_topic(job_id), status.model_dump(mode="json"))
-    return status
+    keys, args = _update_call(job_id, ttl_seconds, changes)
+    raw = await redis.register_script(UPDATE_STATUS_SCRIPT)(keys=keys, args=args)
+    return decode_status(job_id, _as_mapping(raw))
 
 
 def update_job_sync(
     client: sync_redis.Redis, job_id: str, ttl_seconds: int = JOB_TTL_SECONDS, **changes: Any
 ) -> JobStatus | None:
     """:func:`update_job` for the worker's synchronous middleware threads."""
-    key = job_key(job_id)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=status_fields(**changes))  # type: ignore[arg-type]
-        pipe.expire(key, ttl_seconds)
-        pipe.hgetall(key)
-        *_, raw = pipe.execute()
-    status = decode_status(job_id, raw)
-    if status is not None:
-        client.publish(
-            events.channel_for(job_topic(job_id)), orjson.dumps(status.model_dump(mode="json"))
-        )
-    return status
+    keys, args = _update_call(job_id, ttl_seconds, changes)
+    raw = client.register_script(UPDATE_STATUS_SCRIPT)(keys=keys, args=args)
+    return decode_status(job_id, _as_mapping(raw))
+
+
+# Write the changed fields, renew the TTL, read the whole hash and publish the resulting status to
+# the job's followers, in one round trip: a MULTI pipeline and a PUBLISH took two, and the worker
+# updates each job's status at least twice. The JSON is JobStatus's (model_dump(mode="json")),
+# assembled from the hash, whose ``result`` field holds JSON already; a test compares the two.
+UPDATE_STATUS_SCRIPT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local raw = redis.call('HGETALL', KEYS[1])
+local h = {}
+for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+if not h['status'] then return raw end
+local function text_or_null(value)
+  if value == nil or value == '' then return 'null' end
+  return cjson.encode(value)
+end
+local result = h['result']
+if result == nil or result == '' then result = 'null' end
+redis.call('PUBLISH', ARGV[2], '{"job_id":' .. cjson.encode(ARGV[3])
+  .. ',"status":' .. cjson.encode(h['status'])
+  .. ',"progress":' .. (tonumber(h['progress']) or 0)
+  .. ',"result":' .. result
+  .. ',"error":' .. text_or_null(h['error']) .. '}')
+return raw
+"""
+
+
+def _update_call(
+    job_id: str, ttl_seconds: int, changes: Mapping[str, Any]
+) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of :data:`UPDATE_STATUS_SCRIPT` for one update."""
+    args: list[str | bytes | int] = [
+        ttl_seconds,
+        events.channel_for(job_topic(job_id)),
+        job_id,
+    ]
+    for field, value in status_fields(**changes).items():
+        args.extend((field, value))
+    return [job_key(job_id)], args
+
+
+def _as_mapping(raw: Any) -> dict[bytes, bytes]:
+    """HGETALL's reply as a script returns it (a flat list) as a mapping."""
+    items = list(raw or ())
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,14 @@
-"""Version 2: cursor pagination for catalogue reads."""
+"""Version 2: cursor pagination for catalogue reads, included on the app under ``/api/v2``
+(one level of routers, as in version 1)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from service.api.v2 import products
 
-router = APIRouter(prefix="/api/v2")
-router.include_router(products.router)
+PREFIX = "/api/v2"
+ROUTERS: tuple[APIRouter, ...] = (products.router,)
+
+
+def include_in(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX)
