@@ -292,11 +292,9 @@ class DeliveryLimit(Middleware):
         redis_id = message.options.get("redis_message_id")
         if not redis_id:
             return
-        key = self.key(redis_id)
-        with self.client().pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.ttl_seconds)
-            deliveries, _ = pipe.execute()
+        client = self.client()
+        count = client.register_script(COUNT_DELIVERY_SCRIPT)
+        deliveries = count(keys=[self.key(redis_id)], args=[self.ttl_seconds])
         if int(deliveries) > 1 + self.max_redeliveries:
             log.error(
                 "job_redelivery_limit",
@@ -309,6 +307,15 @@ class DeliveryLimit(Middleware):
             raise SkipMessage(f"delivered {deliveries} times")
         if int(deliveries) > 1:
             log.warning("job_redelivered", deliveries=int(deliveries))
+
+
+# INCR and EXPIRE in one round trip with one reply (a MULTI pipeline parses four): this runs
+# before every job.
+COUNT_DELIVERY_SCRIPT = """
+local deliveries = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return deliveries
+"""
 
 
 class RedeliveryLimitExceeded(Exception):
