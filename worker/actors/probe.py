@@ -44,5 +44,6 @@ async def probe(key: str, work_ms: int = 0, fail_times: int = 0) -> dict[str, An
             raise ProbeFailure(f"attempt {attempt} of probe {key} fails on purpose")
     if work_ms:
         await asyncio.sleep(work_ms / 1000)
-    first = await redis.eval(_RECORD, 2, DONE_PREFIX + key, EFFECTS_KEY, key, TTL_SECONDS)  # type: ignore[misc]
+    record = redis.register_script(_RECORD)  # EVALSHA: the script's text is sent once
+    first = await record(keys=[DONE_PREFIX + key, EFFECTS_KEY], args=[key, TTL_SECONDS])
     return {"key": key, "first": bool(first)}
