@@ -28,8 +28,13 @@ MAX_PAGE_SIZE = 100
 # a thread hop per dependency per request.
 
 
-async def get_resources(request: Request) -> Resources:
+def resources_of(request: Request) -> Resources:
+    """The lifespan's resources, for a route that takes the request itself (see products)."""
     return request.app.state.resources  # type: ignore[no-any-return]
+
+
+async def get_resources(request: Request) -> Resources:
+    return resources_of(request)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

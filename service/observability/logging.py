@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 import structlog
+from opentelemetry.trace import get_current_span
 from structlog.types import EventDict, Processor
+
+from service.observability.context import current_request_id
 
 _configured: tuple[str, str, str | None] | None = None
 
@@ -22,17 +26,32 @@ def _add_trace_ids(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Add the current OpenTelemetry trace and span IDs, as hex, when a span is recording."""
     if "trace_id" in event_dict:
         return event_dict
-    from opentelemetry import trace
-
-    ctx = trace.get_current_span().get_span_context()
+    ctx = get_current_span().get_span_context()
     if ctx.is_valid:
         event_dict["trace_id"] = format(ctx.trace_id, "032x")
         event_dict["span_id"] = format(ctx.span_id, "016x")
     return event_dict
 
 
+def _add_request_id(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Add the request ID of the work in progress (the one contextvar the middleware sets,
+    rather than binding it into structlog's contextvars as well on every request)."""
+    if "request_id" not in event_dict:
+        request_id = current_request_id()
+        if request_id is not None:
+            event_dict["request_id"] = request_id
+    return event_dict
+
+
+def _add_utc_datetime(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """The time of the line, left for orjson to render (RFC 3339, UTC, ``Z``): in C, it costs
+    a fraction of ``TimeStamper``'s ``isoformat()``, and the access line is written per request."""
+    event_dict["timestamp"] = datetime.now(UTC)
+    return event_dict
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
-    return orjson.dumps(obj, default=default or str).decode()
+    return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z).decode()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | None = None) -> None:
@@ -45,10 +64,11 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_request_id,
         structlog.stdlib.add_log_level,
         _add_logger_name,
         _add_trace_ids,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_utc_datetime if use_json else structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if component:
         shared.insert(1, _bind_component(component))

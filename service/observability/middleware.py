@@ -12,6 +12,7 @@ import time
 import orjson
 import structlog
 from opentelemetry import trace
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import error_body
@@ -68,8 +69,7 @@ class RequestTelemetryMiddleware:
 
         request_id = accept_request_id(_header(scope, b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
-        token = set_request_id(request_id)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = set_request_id(request_id)  # log lines read it from here (logging.py)
         span = trace.get_current_span()
         if span.is_recording():
             # Whatever layer made the server span, this is how a trace is found by request ID.
@@ -117,7 +117,6 @@ class RequestTelemetryMiddleware:
                     duration_ms=round(duration * 1000, 3),
                     client=_client(scope),
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
             reset_request_id(token)
 
 
@@ -137,8 +136,17 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_error(send, 413, "PAYLOAD_TOO_LARGE", self._message())
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_body_bytes:
+                await _send_error(send, 413, "PAYLOAD_TOO_LARGE", self._message())
+                return
+            # The server frames the body by its declared length: no more can arrive.
+            await self.app(scope, receive, send)
+            return
+        if scope.get("http_version") in _HTTP1 and _header(scope, b"transfer-encoding") is None:
+            # HTTP/1 with neither Content-Length nor Transfer-Encoding has no body (RFC 9112,
+            # 6.3): most GETs. Only the rest (chunked uploads, HTTP/2 streams) are counted.
+            await self.app(scope, receive, send)
             return
 
         received = 0
@@ -150,7 +158,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLargeError
+                    raise _BodyTooLargeError(self._message())
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -170,8 +178,16 @@ class BodySizeLimitMiddleware:
         return f"Request body exceeds {self.max_body_bytes} bytes"
 
 
-class _BodyTooLargeError(Exception):
-    pass
+_HTTP1 = frozenset({"1.0", "1.1"})
+
+
+class _BodyTooLargeError(HTTPException):
+    """Raised from ``receive`` past the limit. An HTTPException, because FastAPI's body parsing
+    turns any other exception into a 400 "error parsing the body" and passes these on to the
+    error handlers, which answer 413 in the project's format."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(status_code=413, detail=message)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

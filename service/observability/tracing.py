@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -385,10 +386,16 @@ class ServerSpanMiddleware:
         # The flags the SDK would give it: not sampled, trace ID random (W3C level 2).
         flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
         context = SpanContext(trace_id, random.getrandbits(64) or 1, False, trace_flags=flags)
-        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        # One context for the span and the suppression, attached once (the SDK's exporters set
+        # the same key the same way); suppress_instrumentation() would attach a second one.
+        request_context = otel_context.set_value(
+            _SUPPRESS_INSTRUMENTATION_KEY,
+            True,
+            trace.set_span_in_context(NonRecordingSpan(context)),
+        )
+        token = otel_context.attach(request_context)
         try:
-            with suppress_instrumentation():
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
             otel_context.detach(token)
 

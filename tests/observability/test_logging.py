@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -54,7 +55,11 @@ def test_our_lines_and_library_lines_are_json_with_request_and_trace_ids(
         assert record["trace_id"] == format(context.trace_id, "032x")
         assert record["span_id"] == format(context.span_id, "016x")
         assert record["component"] == component
-        assert "timestamp" in record
+        # RFC 3339 in UTC with a "Z", for ours and the library lines alike.
+        assert record["timestamp"].endswith("Z")
+        stamped = datetime.fromisoformat(record["timestamp"])
+        assert stamped.utcoffset() == timedelta(0)
+        assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
     assert records[0]["answer"] == 42
 
 

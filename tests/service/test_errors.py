@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.service.conftest import UserFactory
+from tests.service.conftest import UserFactory, served
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
@@ -131,3 +133,33 @@ async def test_malformed_request_id_is_replaced(client: httpx.AsyncClient, bad: 
 async def test_error_carries_the_incoming_request_id(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/users/me", headers={"X-Request-ID": "trace-me-42"})
     assert response.json()["error"]["request_id"] == "trace-me-42"
+
+
+async def _chunks(total: int, size: int = 16 * 1024) -> AsyncIterator[bytes]:
+    """A JSON body of about ``total`` bytes, streamed in chunks (no Content-Length)."""
+    yield b'{"email": "chunked@example.com", "name": "Chunked'
+    for _ in range(max(0, total) // size):
+        yield b"x" * size
+    yield b'", "password": "password-123"}'
+
+
+async def test_huge_chunked_body_is_refused(app: FastAPI) -> None:
+    # Without Content-Length the limit is enforced while the body streams in (real uvicorn:
+    # httpx's ASGI transport would buffer the upload).
+    async with served(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/users",
+            content=_chunks(1024 * 1024),
+            headers={"content-type": "application/json"},
+        )
+        assert response.request.headers.get("transfer-encoding") == "chunked"
+        assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_small_chunked_body_is_accepted(app: FastAPI) -> None:
+    async with served(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/users", content=_chunks(0), headers={"content-type": "application/json"}
+        )
+        assert response.request.headers.get("transfer-encoding") == "chunked"
+        assert response.status_code == 201, response.text

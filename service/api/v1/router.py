@@ -11,7 +11,7 @@ from service.api.v1 import admin, events, jobs, orders, products, reports, users
 
 PREFIX = "/api/v1"
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    module.router for module in (users, admin, products, orders, reports, events, jobs)
+    module.router for module in (products, orders, users, admin, reports, events, jobs)
 )
 
 
