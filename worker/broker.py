@@ -14,12 +14,10 @@ from service.core.settings import Settings
 from service.services.jobs import NAMESPACE
 from worker.actors import declare_actors
 from worker.middleware import (
-    DeliveryLimit,
     Heartbeat,
-    Idempotency,
     JobContext,
+    JobLedger,
     JobMetrics,
-    JobStatus,
     MaintainedRedisBroker,
     RuntimeResources,
 )
@@ -47,11 +45,13 @@ def storefront_middleware(
         Heartbeat(settings.heartbeat_interval_ms / 1000),
         JobContext(tracer_provider),
         JobMetrics(),
-        DeliveryLimit(
-            client, settings.max_redeliveries, ttl_seconds=settings.dead_message_ttl_ms // 1000
+        JobLedger(
+            client,
+            max_redeliveries=settings.max_redeliveries,
+            delivery_ttl_seconds=settings.dead_message_ttl_ms // 1000,
+            done_ttl_seconds=settings.done_ttl_seconds,
+            status_ttl_seconds=settings.job_status_ttl_seconds,
         ),
-        Idempotency(client, settings.done_ttl_seconds),
-        JobStatus(client, settings.job_status_ttl_seconds),
         CurrentMessage(),
         TimeLimit(),
         Retries(

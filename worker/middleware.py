@@ -1,9 +1,10 @@
-"""Dramatiq middleware, one concern each, hooks named after the message's life.
+"""Dramatiq middleware, one concern each (the job ledger's three rules share its Redis round
+trips), hooks named after the message's life.
 
 Order matters: ``before_*`` hooks run in list order and ``after_*`` hooks in reverse, so the
 broker lists them as: Heartbeat, JobContext (trace + request ID first in, last out), JobMetrics,
-DeliveryLimit, Idempotency, JobStatus, ..., Retries, AsyncIO, RuntimeResources. Retries' after
-hook therefore runs before the ones that need to know whether a failure was final.
+JobLedger, ..., Retries, AsyncIO, RuntimeResources. Retries' after hook therefore runs before
+the ones that need to know whether a failure was final.
 """
 
 from __future__ import annotations
@@ -269,79 +270,47 @@ class JobMetrics(Middleware):
         )
 
 
-class DeliveryLimit(Middleware):
-    """Dead-letter a message that keeps killing its worker.
+class JobLedger(Middleware):
+    """A job's bookkeeping in Redis, in one script round trip before the job and one after.
 
-    A crash (SIGKILL, OOM) redelivers a message without touching its retry count, so a poison
-    message would be redelivered forever. Each broker delivery has its own Redis message ID (a
-    retry gets a new one), so counting deliveries per that ID counts crash redeliveries only.
+    Three rules share those round trips (separately they took five per job):
+
+    - **Delivery limit.** A crash (SIGKILL, OOM) redelivers a message without touching its retry
+      count, so a poison message would be redelivered forever. Each broker delivery has its own
+      Redis message ID (a retry gets a new one), so deliveries counted per that ID are crash
+      redeliveries; past ``max_redeliveries`` the message is dead-lettered.
+    - **Idempotency.** Delivery is at least once, so after success ``storefront:done:{actor}:
+      {key}`` is written (``SET NX`` with a TTL) and a later copy of the same work is acknowledged
+      without running. The key is the actor's ``idempotency_key(kwargs)`` (a business key such
+      as the order ID) or the message ID. Actors whose effect must happen exactly once also make
+      it atomic with their own business key, since a crash between the effect and this mark
+      re-runs them.
+    - **Status.** running, back to queued on a retry, then succeeded or failed (with the error),
+      published to the job's SSE followers.
     """
 
     def __init__(
-        self, client: Callable[[], sync_redis.Redis], max_redeliveries: int, ttl_seconds: int
+        self,
+        client: Callable[[], sync_redis.Redis],
+        *,
+        max_redeliveries: int,
+        delivery_ttl_seconds: int,
+        done_ttl_seconds: int,
+        status_ttl_seconds: int,
     ) -> None:
         self.client = client
         self.max_redeliveries = max_redeliveries
-        self.ttl_seconds = ttl_seconds
-
-    @staticmethod
-    def key(redis_message_id: str) -> str:
-        return f"storefront:deliveries:{redis_message_id}"
-
-    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        redis_id = message.options.get("redis_message_id")
-        if not redis_id:
-            return
-        client = self.client()
-        count = client.register_script(COUNT_DELIVERY_SCRIPT)
-        deliveries = count(keys=[self.key(redis_id)], args=[self.ttl_seconds])
-        if int(deliveries) > 1 + self.max_redeliveries:
-            log.error(
-                "job_redelivery_limit",
-                message_id=message.message_id,
-                actor=message.actor_name,
-                deliveries=int(deliveries),
-            )
-            message.stuff_exception(RedeliveryLimitExceeded(int(deliveries)))
-            message.fail()
-            raise SkipMessage(f"delivered {deliveries} times")
-        if int(deliveries) > 1:
-            log.warning("job_redelivered", deliveries=int(deliveries))
-
-
-# INCR and EXPIRE in one round trip with one reply (a MULTI pipeline parses four): this runs
-# before every job.
-COUNT_DELIVERY_SCRIPT = """
-local deliveries = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return deliveries
-"""
-
-
-class RedeliveryLimitExceeded(Exception):
-    """The message was delivered to crashing workers too many times."""
-
-    def __init__(self, deliveries: int) -> None:
-        super().__init__(f"delivered {deliveries} times without finishing (worker crashes)")
-
-
-class Idempotency(Middleware):
-    """Skip a message whose work already succeeded.
-
-    Delivery is at least once, so after success ``storefront:done:{actor}:{key}`` is written
-    (``SET NX`` with a TTL) and a later copy of the same work is acknowledged without running.
-    The key is the actor's ``idempotency_key(kwargs)`` (a business key such as the order ID)
-    or the message ID. Actors whose effect must happen exactly once also make it atomic with
-    their own business key, since a crash between the effect and this mark re-runs them.
-    """
-
-    def __init__(self, client: Callable[[], sync_redis.Redis], ttl_seconds: int) -> None:
-        self.client = client
-        self.ttl_seconds = ttl_seconds
+        self.delivery_ttl_seconds = delivery_ttl_seconds
+        self.done_ttl_seconds = done_ttl_seconds
+        self.status_ttl_seconds = status_ttl_seconds
 
     @property
     def actor_options(self) -> set[str]:
         return {"idempotency_key"}
+
+    @staticmethod
+    def delivery_key(redis_message_id: str) -> str:
+        return f"storefront:deliveries:{redis_message_id}"
 
     @staticmethod
     def done_key(broker: Broker, message: MessageProxy | dramatiq.Message[Any]) -> str:
@@ -351,41 +320,41 @@ class Idempotency(Middleware):
         return f"storefront:done:{message.actor_name}:{key}"
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        if self.client().exists(self.done_key(broker, message)):
+        redis_id = message.options.get("redis_message_id")
+        claim = self.client().register_script(CLAIM_SCRIPT)
+        deliveries, verdict = claim(
+            keys=[
+                self.delivery_key(redis_id) if redis_id else "",
+                self.done_key(broker, message),
+                jobs.job_key(message.message_id),
+            ],
+            args=[
+                self.delivery_ttl_seconds,
+                1 + self.max_redeliveries,
+                *jobs.status_args(
+                    message.message_id,
+                    self.status_ttl_seconds,
+                    status="running",
+                    actor=message.actor_name,
+                ),
+            ],
+        )
+        deliveries = int(deliveries)
+        if verdict == b"limit":
+            log.error(
+                "job_redelivery_limit",
+                message_id=message.message_id,
+                actor=message.actor_name,
+                deliveries=deliveries,
+            )
+            message.stuff_exception(RedeliveryLimitExceeded(deliveries))
+            message.fail()
+            raise SkipMessage(f"delivered {deliveries} times")
+        if verdict == b"done":
             log.info("job_duplicate_skipped")
             raise SkipMessage("already done")
-
-    def after_process_message(
-        self,
-        broker: Broker,
-        message: MessageProxy,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        if exception is None:
-            self.client().set(
-                self.done_key(broker, message), message.message_id, nx=True, ex=self.ttl_seconds
-            )
-
-
-class JobStatus(Middleware):
-    """Keep each job's status in Redis: running, back to queued on a retry, then succeeded or
-    failed (with the error), published to the job's SSE followers."""
-
-    def __init__(self, client: Callable[[], sync_redis.Redis], ttl_seconds: int) -> None:
-        self.client = client
-        self.ttl_seconds = ttl_seconds
-
-    def _update(self, message: MessageProxy, **changes: Any) -> None:
-        try:
-            jobs.update_job_sync(self.client(), message.message_id, self.ttl_seconds, **changes)
-        except sync_redis.RedisError as exc:
-            # Status is for people watching; losing an update must not fail the job itself.
-            log.warning("job_status_unavailable", error=str(exc))
-
-    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._update(message, status="running", actor=message.actor_name)
+        if deliveries > 1:
+            log.warning("job_redelivered", deliveries=deliveries)
 
     def after_process_message(
         self,
@@ -396,16 +365,77 @@ class JobStatus(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         value = pop_result()
-        if exception is None:
-            self._update(message, status="succeeded", progress=100, result=value)
-        elif message.failed:
-            self._update(message, status="failed", error=_error_text(message, exception))
-        else:
-            self._update(message, status="queued", error=_error_text(message, exception))
+        try:
+            if exception is None:
+                settle = self.client().register_script(SETTLE_SCRIPT)
+                settle(
+                    keys=[self.done_key(broker, message), jobs.job_key(message.message_id)],
+                    args=[
+                        self.done_ttl_seconds,
+                        message.message_id,
+                        *jobs.status_args(
+                            message.message_id,
+                            self.status_ttl_seconds,
+                            status="succeeded",
+                            progress=100,
+                            result=value,
+                        ),
+                    ],
+                )
+            elif message.failed:
+                self._update(message, status="failed", error=_error_text(message, exception))
+            else:
+                self._update(message, status="queued", error=_error_text(message, exception))
+        except sync_redis.RedisError as exc:
+            # The work is done (or will be retried): a lost mark or status must not undo that.
+            log.warning("job_ledger_unavailable", error=str(exc))
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if message.failed:
-            self._update(message, status="failed", error=_error_text(message, None))
+            try:
+                self._update(message, status="failed", error=_error_text(message, None))
+            except sync_redis.RedisError as exc:
+                log.warning("job_ledger_unavailable", error=str(exc))
+
+    def _update(self, message: MessageProxy, **changes: Any) -> None:
+        jobs.update_job_sync(self.client(), message.message_id, self.status_ttl_seconds, **changes)
+
+
+# Before a job (KEYS: delivery counter or "", done mark, status hash; ARGV: counter TTL, highest
+# delivery allowed, then the status update): count the delivery, stop at the limit or at a
+# done mark, else set the status to running. Returns {deliveries, verdict}.
+CLAIM_SCRIPT = (
+    jobs.STATUS_LUA
+    + """
+local deliveries = 0
+if KEYS[1] ~= '' then
+  deliveries = redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if deliveries > tonumber(ARGV[2]) then return {deliveries, 'limit'} end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {deliveries, 'done'} end
+update_status(KEYS[3], 3)
+return {deliveries, 'run'}
+"""
+)
+
+# After a successful job (KEYS: done mark, status hash; ARGV: mark TTL, message ID, then the
+# status update): mark the work done (the first mark wins) and set the status to succeeded.
+SETTLE_SCRIPT = (
+    jobs.STATUS_LUA
+    + """
+redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1])
+update_status(KEYS[2], 3)
+return 1
+"""
+)
+
+
+class RedeliveryLimitExceeded(Exception):
+    """The message was delivered to crashing workers too many times."""
+
+    def __init__(self, deliveries: int) -> None:
+        super().__init__(f"delivered {deliveries} times without finishing (worker crashes)")
 
 
 class RuntimeResources(Middleware):

@@ -127,44 +127,50 @@ def update_job_sync(
     return decode_status(job_id, _as_mapping(raw))
 
 
-# Write the changed fields, renew the TTL, read the whole hash and publish the resulting status to
-# the job's followers, in one round trip: a MULTI pipeline and a PUBLISH took two, and the worker
-# updates each job's status at least twice. The JSON is JobStatus's (model_dump(mode="json")),
-# assembled from the hash, whose ``result`` field holds JSON already; a test compares the two.
-UPDATE_STATUS_SCRIPT = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-local raw = redis.call('HGETALL', KEYS[1])
-local h = {}
-for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-if not h['status'] then return raw end
+# A Lua function for scripts that update a job's status: write the changed fields, renew the TTL,
+# read the whole hash and publish the resulting status to the job's followers, all inside the
+# script's one round trip (a MULTI pipeline and a PUBLISH took two, and the worker updates every
+# job's status at least twice). ``update_status(key, base)`` reads ARGV from ``base`` on, laid
+# out by :func:`status_args`. The JSON is JobStatus's (model_dump(mode="json")), assembled from
+# the hash, whose ``result`` field holds JSON already; a test compares the two.
+STATUS_LUA = """
 local function text_or_null(value)
   if value == nil or value == '' then return 'null' end
   return cjson.encode(value)
 end
-local result = h['result']
-if result == nil or result == '' then result = 'null' end
-redis.call('PUBLISH', ARGV[2], '{"job_id":' .. cjson.encode(ARGV[3])
-  .. ',"status":' .. cjson.encode(h['status'])
-  .. ',"progress":' .. (tonumber(h['progress']) or 0)
-  .. ',"result":' .. result
-  .. ',"error":' .. text_or_null(h['error']) .. '}')
-return raw
+local function update_status(key, base)
+  redis.call('HSET', key, unpack(ARGV, base + 3))
+  redis.call('EXPIRE', key, ARGV[base])
+  local raw = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  if not h['status'] then return raw end
+  local result = h['result']
+  if result == nil or result == '' then result = 'null' end
+  redis.call('PUBLISH', ARGV[base + 1], '{"job_id":' .. cjson.encode(ARGV[base + 2])
+    .. ',"status":' .. cjson.encode(h['status'])
+    .. ',"progress":' .. (tonumber(h['progress']) or 0)
+    .. ',"result":' .. result
+    .. ',"error":' .. text_or_null(h['error']) .. '}')
+  return raw
+end
 """
+UPDATE_STATUS_SCRIPT = STATUS_LUA + "return update_status(KEYS[1], 1)"
+
+
+def status_args(job_id: str, ttl_seconds: int, **changes: Any) -> list[str | bytes | int]:
+    """The ARGV tail ``update_status`` reads: TTL, channel, job ID, then field/value pairs."""
+    args: list[str | bytes | int] = [ttl_seconds, events.channel_for(job_topic(job_id)), job_id]
+    for field, value in status_fields(**changes).items():
+        args.extend((field, value))
+    return args
 
 
 def _update_call(
     job_id: str, ttl_seconds: int, changes: Mapping[str, Any]
 ) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV of :data:`UPDATE_STATUS_SCRIPT` for one update."""
-    args: list[str | bytes | int] = [
-        ttl_seconds,
-        events.channel_for(job_topic(job_id)),
-        job_id,
-    ]
-    for field, value in status_fields(**changes).items():
-        args.extend((field, value))
-    return [job_key(job_id)], args
+    return [job_key(job_id)], status_args(job_id, ttl_seconds, **changes)
 
 
 def _as_mapping(raw: Any) -> dict[bytes, bytes]:

@@ -10,7 +10,7 @@ from dramatiq.brokers.stub import StubBroker
 from service.services import jobs
 from worker import metrics
 from worker.actors.probe import EFFECTS_KEY, RUNS_KEY
-from worker.middleware import DeliveryLimit
+from worker.middleware import JobLedger
 
 
 def send_probe(broker: StubBroker, key: str, **kwargs: object) -> Message[object]:
@@ -91,7 +91,7 @@ def test_a_message_redelivered_too_often_is_dead_lettered(
     message = broker.get_actor("probe").message_with_options(kwargs={"key": "poison"})
     message = message.copy(options={"redis_message_id": "crashing-delivery"})
     # Two earlier deliveries died with their worker (max_redeliveries=1 in these settings).
-    redis_client.set(DeliveryLimit.key("crashing-delivery"), 2)
+    redis_client.set(JobLedger.delivery_key("crashing-delivery"), 2)
     broker.enqueue(message)
     broker.join("default", fail_fast=False)
     worker.join()
