@@ -35,36 +35,42 @@ from service.observability.tracing import (
 from service.schemas.common import ErrorResponse
 from service.services import users
 from service.services.events import EventHub
+from service.services.outbox import OutboxRelay
 
 log = structlog.get_logger("storefront.app")
 
 
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the engine, Redis (embedded if none is configured), HTTP client and event hub."""
+    """Open the engine, Redis (embedded if none is configured), HTTP client, event hub and the
+    outbox relay."""
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
         redis_url = embedded.start()
     engine = create_engine(settings)
+    sessions = create_session_factory(engine)
     redis = create_redis(redis_url)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(10.0), event_hooks={"request": [inject_trace_context]}
     )
     hub = EventHub(redis)
+    relay = OutboxRelay(redis, sessions, settings.outbox_relay_interval_seconds)
     try:
         await hub.start()
+        relay.start()
         yield Resources(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             redis=redis,
             redis_url=redis_url,
             http=http,
             events=hub,
         )
     finally:
+        await relay.close()
         await hub.close()
         await http.aclose()
         await redis.aclose()

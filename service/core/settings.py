@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     smtp_url: str | None = Field(default=None, description="smtp://[user:pass@]host:port")
     mail_from: str = "Storefront <no-reply@storefront.local>"
     product_cache_ttl_seconds: int = Field(default=60, ge=1)
+    outbox_relay_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often each API process enqueues jobs left owed"
+    )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     image_max_size: int = Field(default=1024, gt=0, description="Longest side of stored images")

@@ -2,6 +2,7 @@
 
 from service.models.base import Base
 from service.models.order import Order, OrderItem, OrderStatus
+from service.models.outbox import OutboxMessage
 from service.models.product import Product, ProductImage
 from service.models.report import Report
 from service.models.user import Role, User
@@ -11,6 +12,7 @@ __all__ = [
     "Order",
     "OrderItem",
     "OrderStatus",
+    "OutboxMessage",
     "Product",
     "ProductImage",
     "Report",

@@ -216,9 +216,12 @@ def build_message(
     message_id: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Message[Any]:
-    """A Dramatiq message for ``actor_name`` carrying the current request ID and trace."""
+    """A Dramatiq message for ``actor_name`` carrying the current request ID and trace (or the
+    ones given in ``options``, as the outbox keeps them from the request that owed the job)."""
     queue_name = ACTOR_QUEUES[actor_name]
-    all_options: dict[str, Any] = {**propagation_options(actor_name, queue_name), **(options or {})}
+    given = dict(options or {})
+    propagated = {} if "traceparent" in given else propagation_options(actor_name, queue_name)
+    all_options: dict[str, Any] = {**propagated, **given}
     all_options["redis_message_id"] = str(uuid.uuid4())
     return Message(
         queue_name=queue_name,
@@ -236,6 +239,7 @@ async def enqueue(
     kwargs: dict[str, Any],
     *,
     message_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
     track: bool = True,
 ) -> str:
     """Put one message on its actor's queue and return the job ID.
@@ -243,7 +247,7 @@ async def enqueue(
     With ``track`` the job is recorded as queued *before* the message exists, so a worker's
     "running" can never be overwritten by a late "queued".
     """
-    message = build_message(actor_name, kwargs, message_id=message_id)
+    message = build_message(actor_name, kwargs, message_id=message_id, options=options)
     if track:
         await update_job(redis, message.message_id, status="queued", progress=0, actor=actor_name)
     queue = f"{NAMESPACE}:{message.queue_name}"
@@ -254,11 +258,6 @@ async def enqueue(
         await pipe.execute()
     metrics.JOBS_ENQUEUED.labels(actor_name).inc()
     return message.message_id
-
-
-async def enqueue_order_confirmation(redis: aioredis.Redis, order_id: int) -> str:
-    """Queue the order confirmation mail (retried; sent once per order)."""
-    return await enqueue(redis, "send_order_confirmation", {"order_id": order_id}, track=False)
 
 
 async def enqueue_product_image(redis: aioredis.Redis, product_id: int) -> str:

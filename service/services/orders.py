@@ -17,7 +17,7 @@ from service.models import Order, OrderItem, OrderStatus, Product
 from service.models.base import utcnow
 from service.observability import metrics
 from service.schemas.order import OrderCreate
-from service.services import events, jobs, pricing, products
+from service.services import events, outbox, pricing, products
 
 log = structlog.get_logger("storefront.orders")
 
@@ -62,11 +62,14 @@ async def create_order(
         ],
     )
     session.add(order)
+    await session.flush()  # the order's ID, for the job it owes
+    confirmation = outbox.owe(session, "send_order_confirmation", {"order_id": order.id})
     await session.commit()
 
     metrics.ORDERS_CREATED.inc()
     metrics.ORDER_REVENUE.inc(float(order.total))
     await _announce(redis, order, product_ids)
+    await outbox.enqueue_owed(redis, session, confirmation)
     log.info("order_created", order_id=order.id, total=str(order.total))
     return order
 
@@ -89,7 +92,6 @@ async def _announce(redis: aioredis.Redis, order: Order, product_ids: list[int])
                 "created_at": order.created_at.isoformat(),
             },
         )
-        await jobs.enqueue_order_confirmation(redis, order.id)  # carries request ID and trace
     except aioredis.RedisError as exc:
         log.error("order_side_effects_failed", order_id=order.id, error=str(exc))
 

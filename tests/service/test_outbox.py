@@ -1,0 +1,132 @@
+"""The job outbox: an order's confirmation job is never lost to a Redis outage.
+
+Real Redis and a real database (SQLite and PostgreSQL); the outage is a Redis URL nobody
+listens on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from dramatiq import Message
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from service.core.settings import Settings
+from service.models import OutboxMessage
+from service.services import outbox
+from tests.service.conftest import (
+    ADMIN_PASSWORD,
+    ProductFactory,
+    UserFactory,
+    asgi_client,
+    free_port,
+    login,
+    running_app,
+)
+
+
+async def _owed(app: FastAPI) -> list[OutboxMessage]:
+    async with app.state.resources.sessions() as session:
+        return list((await session.scalars(select(OutboxMessage))).all())
+
+
+async def _queued(redis_url: str) -> list[Message[Any]]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        raw = await client.hvals("dramatiq:default.msgs")  # type: ignore[misc]
+        ids = await client.lrange("dramatiq:default", 0, -1)  # type: ignore[misc]
+    finally:
+        await client.aclose()
+    assert len(ids) == len(raw)
+    return [Message.decode(data) for data in raw]
+
+
+async def test_an_order_enqueues_its_confirmation_and_owes_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    make_user: UserFactory,
+    make_product: ProductFactory,
+) -> None:
+    user, product = await make_user(), await make_product(stock=5)
+    response = await client.post(
+        "/api/v1/orders",
+        json={"items": [{"product_id": product["id"], "qty": 1}]},
+        headers={**user.headers, "X-Request-ID": "order-happy-path"},
+    )
+    assert response.status_code == 201, response.text
+    assert await _owed(app) == []
+    [message] = await _queued(settings.redis_url or "")
+    assert message.actor_name == "send_order_confirmation"
+    assert message.kwargs == {"order_id": response.json()["id"]}
+    assert message.options["request_id"] == "order-happy-path"
+
+
+async def test_a_confirmation_owed_during_an_outage_is_relayed_once_redis_is_back(
+    settings: Settings,
+) -> None:
+    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running_app(dead_redis) as app, asgi_client(app) as api:
+        admin = await login(api, settings.admin_email or "", ADMIN_PASSWORD)
+        product = (
+            await api.post(
+                "/api/v1/products",
+                json={"name": "Stove", "price": 45, "sku": "STOVE-1", "stock": 3},
+                headers=admin,
+            )
+        ).json()
+        created = await api.post(
+            "/api/v1/orders",
+            json={"items": [{"product_id": product["id"], "qty": 1}]},
+            headers={**admin, "X-Request-ID": "order-in-outage"},
+        )
+        assert created.status_code == 201, created.text
+        order_id = created.json()["id"]
+
+        [owed] = await _owed(app)
+        assert (owed.actor, owed.kwargs) == ("send_order_confirmation", {"order_id": order_id})
+        assert owed.options["request_id"] == "order-in-outage"
+        assert "traceparent" in owed.options
+
+        sessions = app.state.resources.sessions
+        # Still down: the relay raises and keeps the row.
+        down = aioredis.Redis.from_url(dead_redis.redis_url or "")
+        try:
+            await outbox.relay_owed(down, sessions)
+        except aioredis.RedisError:
+            pass
+        else:
+            raise AssertionError("the relay claimed success with Redis down")
+        finally:
+            await down.aclose()
+        assert len(await _owed(app)) == 1
+
+        # Back: the same row is enqueued once, with the request's ID, and deleted.
+        live = aioredis.Redis.from_url(settings.redis_url or "")
+        try:
+            assert await outbox.relay_owed(live, sessions, older_than=timedelta(0)) == 1
+            assert await outbox.relay_owed(live, sessions) == 0
+        finally:
+            await live.aclose()
+        assert await _owed(app) == []
+
+    [message] = await _queued(settings.redis_url or "")
+    assert message.actor_name == "send_order_confirmation"
+    assert message.kwargs == {"order_id": order_id}
+    assert message.options["request_id"] == "order-in-outage"
+    assert message.options["traceparent"] == owed.options["traceparent"]
+
+
+async def test_the_relay_leaves_young_rows_to_their_request(app: FastAPI) -> None:
+    async with app.state.resources.sessions() as session:
+        outbox.owe(session, "send_order_confirmation", {"order_id": 12345})
+        await session.commit()
+    live = app.state.resources.redis
+    assert await outbox.relay_owed(live, app.state.resources.sessions, timedelta(minutes=1)) == 0
+    assert len(await _owed(app)) == 1
+    assert await outbox.relay_owed(live, app.state.resources.sessions) == 1
+    assert await _owed(app) == []
