@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.models import OutboxMessage
@@ -46,8 +47,16 @@ async def enqueue_owed(
     except aioredis.RedisError as exc:
         log.warning("job_owed", actor=entry.actor, outbox_id=entry.id, error=str(exc))
         return None
-    await session.execute(delete(OutboxMessage).where(OutboxMessage.id == entry.id))
-    await session.commit()
+    try:
+        # Its own short transaction: a failure here must not roll back (and so expire) the
+        # caller's session, whose objects are still to be serialized.
+        async with AsyncSession(session.bind) as own:
+            await own.execute(delete(OutboxMessage).where(OutboxMessage.id == entry.id))
+            await own.commit()
+    except SQLAlchemyError as exc:
+        # The order is committed and its job queued: failing the request now would invite the
+        # client to order again. The relay sends the row once more; the actor skips the copy.
+        log.warning("outbox_row_kept", outbox_id=entry.id, error=str(exc))
     return job_id
 
 

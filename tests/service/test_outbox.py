@@ -13,7 +13,7 @@ import httpx
 import redis.asyncio as aioredis
 from dramatiq import Message
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service.core.settings import Settings
 from service.models import OutboxMessage
@@ -133,3 +133,26 @@ async def test_the_relay_leaves_young_rows_to_their_request(app: FastAPI) -> Non
     assert len(await _owed(app)) == 1
     assert await outbox.relay_owed(live, app.state.resources.sessions) == 1
     assert await _owed(app) == []
+
+
+async def test_a_failed_row_delete_keeps_the_queued_job_and_the_row_for_the_relay(
+    app: FastAPI, settings: Settings
+) -> None:
+    resources = app.state.resources
+    async with resources.sessions() as session:
+        entry = outbox.owe(session, "send_order_confirmation", {"order_id": 777})
+        await session.commit()
+        # The database refuses the delete (a real error, not a stub): the job is on the queue
+        # and the request must not fail over its bookkeeping.
+        await session.execute(text("ALTER TABLE job_outbox RENAME TO job_outbox_away"))
+        await session.commit()
+        try:
+            assert await outbox.enqueue_owed(resources.redis, session, entry) is not None
+            # The caller's session is untouched: its objects still read without a reload.
+            assert entry.kwargs == {"order_id": 777}
+        finally:
+            await session.execute(text("ALTER TABLE job_outbox_away RENAME TO job_outbox"))
+            await session.commit()
+    [message] = await _queued(settings.redis_url or "")
+    assert message.kwargs == {"order_id": 777}
+    assert len(await _owed(app)) == 1  # the relay will send it again; the actor skips the copy
