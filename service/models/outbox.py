@@ -16,7 +16,11 @@ class OutboxMessage(TimestampMixin, Base):
     __tablename__ = "job_outbox"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The job's ID, fixed when it is owed: a client can follow the job before it is queued.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
     actor: Mapped[str] = mapped_column(String(64))
+    # Whether the job's status is kept for followers (jobs whose ID a client is given).
+    track: Mapped[bool] = mapped_column(default=False)
     kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
     # request_id and traceparent of the request that owed the job, so a late delivery still
     # joins its trace and its log lines.

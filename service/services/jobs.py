@@ -260,11 +260,6 @@ async def enqueue(
     return message.message_id
 
 
-async def enqueue_product_image(redis: aioredis.Redis, product_id: int) -> str:
-    """Queue thumbnail generation for the product's stored image."""
-    return await enqueue(redis, "process_product_image", {"product_id": product_id})
-
-
 async def enqueue_sales_report(redis: aioredis.Redis, start: date, end: date) -> str:
     """Queue a sales report for [start, end); its job ID is also the report's ID."""
     return await enqueue(

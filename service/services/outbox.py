@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,10 +30,19 @@ log = structlog.get_logger("storefront.outbox")
 RELAY_BATCH = 100
 
 
-def owe(session: AsyncSession, actor_name: str, kwargs: dict[str, Any]) -> OutboxMessage:
-    """Add the job to the session's transaction, carrying the current request ID and trace."""
+def owe(
+    session: AsyncSession, actor_name: str, kwargs: dict[str, Any], *, track: bool = False
+) -> OutboxMessage:
+    """Add the job to the session's transaction, carrying the current request ID and trace.
+    Its job ID (``message_id``) is fixed now, whenever the message reaches the queue."""
     options = jobs.propagation_options(actor_name, jobs.ACTOR_QUEUES[actor_name])
-    entry = OutboxMessage(actor=actor_name, kwargs=kwargs, options=options)
+    entry = OutboxMessage(
+        message_id=str(uuid.uuid4()),
+        actor=actor_name,
+        kwargs=kwargs,
+        options=options,
+        track=track,
+    )
     session.add(entry)
     return entry
 
@@ -91,7 +101,12 @@ async def relay_owed(
 
 async def _enqueue(redis: aioredis.Redis, entry: OutboxMessage) -> str:
     return await jobs.enqueue(
-        redis, entry.actor, dict(entry.kwargs), options=dict(entry.options), track=False
+        redis,
+        entry.actor,
+        dict(entry.kwargs),
+        message_id=entry.message_id,
+        options=dict(entry.options),
+        track=entry.track,
     )
 
 

@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.errors import ConflictError, NotFoundError, ValidationFailedError
-from service.models import Product, ProductImage
+from service.models import OutboxMessage, Product, ProductImage
 from service.observability import metrics
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
+from service.services import outbox
 
 log = structlog.get_logger("storefront.products")
 
@@ -157,7 +158,8 @@ def resize_image(data: bytes, max_size: int, max_pixels: int) -> tuple[bytes, in
 
 async def store_image(
     session: AsyncSession, product_id: int, upload: bytes, max_size: int, max_pixels: int
-) -> ProductImageOut:
+) -> tuple[ProductImageOut, OutboxMessage]:
+    """Resize and store the original; the thumbnails job is owed in the same transaction."""
     await get_product(session, product_id)
     data, width, height, content_type = await asyncio.to_thread(
         resize_image, upload, max_size, max_pixels
@@ -167,5 +169,9 @@ async def store_image(
         image = ProductImage(product_id=product_id, variant="original")
         session.add(image)
     image.content_type, image.width, image.height, image.data = content_type, width, height, data
+    thumbnails = outbox.owe(
+        session, "process_product_image", {"product_id": product_id}, track=True
+    )
     await session.commit()
-    return ProductImageOut(width=width, height=height, bytes=len(data), content_type=content_type)
+    stored = ProductImageOut(width=width, height=height, bytes=len(data), content_type=content_type)
+    return stored, thumbnails

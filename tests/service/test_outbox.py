@@ -1,4 +1,4 @@
-"""The job outbox: an order's confirmation job is never lost to a Redis outage.
+"""The job outbox: jobs owed by orders and image uploads are never lost to a Redis outage.
 
 Real Redis and a real database (SQLite and PostgreSQL); the outage is a Redis URL nobody
 listens on.
@@ -6,6 +6,7 @@ listens on.
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from typing import Any
 
@@ -13,11 +14,12 @@ import httpx
 import redis.asyncio as aioredis
 from dramatiq import Message
 from fastapi import FastAPI
+from PIL import Image
 from sqlalchemy import select, text
 
 from service.core.settings import Settings
 from service.models import OutboxMessage
-from service.services import outbox
+from service.services import jobs, outbox
 from tests.service.conftest import (
     ADMIN_PASSWORD,
     ProductFactory,
@@ -34,11 +36,11 @@ async def _owed(app: FastAPI) -> list[OutboxMessage]:
         return list((await session.scalars(select(OutboxMessage))).all())
 
 
-async def _queued(redis_url: str) -> list[Message[Any]]:
+async def _queued(redis_url: str, queue: str = "default") -> list[Message[Any]]:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        raw = await client.hvals("dramatiq:default.msgs")  # type: ignore[misc]
-        ids = await client.lrange("dramatiq:default", 0, -1)  # type: ignore[misc]
+        raw = await client.hvals(f"dramatiq:{queue}.msgs")  # type: ignore[misc]
+        ids = await client.lrange(f"dramatiq:{queue}", 0, -1)  # type: ignore[misc]
     finally:
         await client.aclose()
     assert len(ids) == len(raw)
@@ -156,3 +158,40 @@ async def test_a_failed_row_delete_keeps_the_queued_job_and_the_row_for_the_rela
     [message] = await _queued(settings.redis_url or "")
     assert message.kwargs == {"order_id": 777}
     assert len(await _owed(app)) == 1  # the relay will send it again; the actor skips the copy
+
+
+async def test_an_image_uploaded_during_an_outage_gets_its_thumbnails_job_under_the_same_id(
+    settings: Settings,
+) -> None:
+    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running_app(dead_redis) as app, asgi_client(app) as api:
+        admin = await login(api, settings.admin_email or "", ADMIN_PASSWORD)
+        product = (
+            await api.post(
+                "/api/v1/products",
+                json={"name": "Lamp", "price": 30, "sku": "LAMP-9", "stock": 4},
+                headers=admin,
+            )
+        ).json()
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 32), (10, 200, 30)).save(buffer, format="PNG")
+        uploaded = await api.post(
+            f"/api/v1/products/{product['id']}/image",
+            files={"file": ("lamp.png", buffer.getvalue(), "image/png")},
+            headers=admin,
+        )
+        # The image is stored, so the answer says so, with the job ID the thumbnails will have.
+        assert uploaded.status_code == 200, uploaded.text
+        job_id = uploaded.json()["job_id"]
+        [owed] = await _owed(app)
+        assert (owed.message_id, owed.actor, owed.track) == (job_id, "process_product_image", True)
+
+        live = aioredis.Redis.from_url(settings.redis_url or "")
+        try:
+            assert await outbox.relay_owed(live, app.state.resources.sessions) == 1
+            status = await jobs.get_job(live, job_id)
+        finally:
+            await live.aclose()
+    assert status is not None and status.status == "queued"
+    [message] = await _queued(settings.redis_url or "", queue="images")
+    assert (message.message_id, message.kwargs) == (job_id, {"product_id": product["id"]})

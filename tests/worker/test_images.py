@@ -200,7 +200,9 @@ async def test_an_uploaded_image_gets_thumbnails_from_a_real_worker_idempotently
             # The same job once more (a redelivery, a second upload of the same file).
             redis = create_redis(redis_url)
             try:
-                again = await jobs.enqueue_product_image(redis, product_id)
+                again = await jobs.enqueue(
+                    redis, "process_product_image", {"product_id": product_id}
+                )
             finally:
                 await redis.aclose()
             status = await wait_for_async(lambda: succeeded(again), 90, what="second job")

@@ -17,7 +17,7 @@ from service.api.deps import (
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
-from service.services import jobs, products
+from service.services import outbox, products
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -86,8 +86,9 @@ async def upload_image(
     upload = await file.read(settings.max_body_bytes + 1)
     if len(upload) > settings.max_body_bytes:
         raise PayloadTooLargeError()
-    stored = await products.store_image(
+    stored, thumbnails = await products.store_image(
         session, product_id, upload, settings.image_max_size, settings.max_image_pixels
     )
-    job_id = await jobs.enqueue_product_image(redis, product_id)
-    return stored.model_copy(update={"job_id": job_id})
+    # Queued now, or by the outbox relay once Redis answers: the job ID holds either way.
+    await outbox.enqueue_owed(redis, session, thumbnails)
+    return stored.model_copy(update={"job_id": thumbnails.message_id})

@@ -21,11 +21,14 @@ def upgrade() -> None:
     op.create_table(
         "job_outbox",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.String(length=64), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.Column("track", sa.Boolean(), nullable=False),
         sa.Column("kwargs", sa.JSON(), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_outbox")),
+        sa.UniqueConstraint("message_id", name=op.f("uq_job_outbox_message_id")),
     )
     with op.batch_alter_table("job_outbox", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_job_outbox_created_at"), ["created_at"], unique=False)
