@@ -156,6 +156,15 @@ local function update_status(key, base)
 end
 """
 UPDATE_STATUS_SCRIPT = STATUS_LUA + "return update_status(KEYS[1], 1)"
+# "queued" for a job seen for the first time only: a job enqueued again under its ID (the outbox
+# relaying a row whose first enqueue did go through) must not turn "succeeded" back to "queued".
+QUEUED_IF_NEW_SCRIPT = (
+    STATUS_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
+return update_status(KEYS[1], 1)
+"""
+)
 
 
 def status_args(job_id: str, ttl_seconds: int, **changes: Any) -> list[str | bytes | int]:
@@ -245,11 +254,17 @@ async def enqueue(
     """Put one message on its actor's queue and return the job ID.
 
     With ``track`` the job is recorded as queued *before* the message exists, so a worker's
-    "running" can never be overwritten by a late "queued".
+    "running" can never be overwritten by a late "queued" (nor a finished job's status, when the
+    same job ID is enqueued again).
     """
     message = build_message(actor_name, kwargs, message_id=message_id, options=options)
     if track:
-        await update_job(redis, message.message_id, status="queued", progress=0, actor=actor_name)
+        keys, args = _update_call(
+            message.message_id,
+            JOB_TTL_SECONDS,
+            {"status": "queued", "progress": 0, "actor": actor_name},
+        )
+        await redis.register_script(QUEUED_IF_NEW_SCRIPT)(keys=keys, args=args)
     queue = f"{NAMESPACE}:{message.queue_name}"
     redis_id = message.options["redis_message_id"]
     async with redis.pipeline(transaction=True) as pipe:

@@ -64,8 +64,8 @@ async def enqueue_owed(
             await own.execute(delete(OutboxMessage).where(OutboxMessage.id == entry.id))
             await own.commit()
     except SQLAlchemyError as exc:
-        # The order is committed and its job queued: failing the request now would invite the
-        # client to order again. The relay sends the row once more; the actor skips the copy.
+        # The data is committed and its job queued: failing the request now would invite the
+        # client to send it again. The relay sends the row once more; the actor skips the copy.
         log.warning("outbox_row_kept", outbox_id=entry.id, error=str(exc))
     return job_id
 

@@ -88,3 +88,23 @@ def test_the_asyncio_update_publishes_the_same_json(redis_url: str, result: Any)
 
     published, dumped = asyncio.run(scenario())
     assert published == dumped
+
+
+def test_enqueueing_a_known_job_again_keeps_its_status(redis_url: str) -> None:
+    async def scenario() -> tuple[Any, Any]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            job_id = await jobs.enqueue(client, "probe", {"key": "again"})
+            first = await jobs.get_job(client, job_id)
+            await jobs.update_job(client, job_id, status="succeeded", progress=100, result=1)
+            # The same job ID enqueued once more (the outbox relaying a row whose first
+            # enqueue went through): the message goes again, the finished status stays.
+            await jobs.enqueue(client, "probe", {"key": "again"}, message_id=job_id)
+            return first, await jobs.get_job(client, job_id)
+        finally:
+            await client.aclose()
+
+    first, after = asyncio.run(scenario())
+    assert first is not None and first.status == "queued"
+    assert after is not None
+    assert (after.status, after.progress, after.result) == ("succeeded", 100, 1)
