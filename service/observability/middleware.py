@@ -24,6 +24,8 @@ log = structlog.get_logger("storefront.access")
 # Probes and scrapes are neither user traffic nor worth a log line each.
 UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
 
+_HTTP1 = frozenset({"1.0", "1.1"})
+
 # The request methods named by the HTTP semantic conventions; any other becomes "_OTHER", so a
 # client cannot grow metric series or span names at will.
 KNOWN_METHODS = frozenset(
@@ -123,8 +125,8 @@ class RequestTelemetryMiddleware:
 class BodySizeLimitMiddleware:
     """Refuse request bodies over a limit with 413 in the project's error format.
 
-    Written here rather than using Starlette's limiter, which answers in plain text and
-    signals through exceptions that cross every middleware above it.
+    Written here rather than using Starlette's limiter, which answers in plain text. A declared
+    length is checked up front; a streamed body is counted as it arrives.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
@@ -150,7 +152,6 @@ class BodySizeLimitMiddleware:
             return
 
         received = 0
-        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -161,24 +162,11 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLargeError(self._message())
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLargeError:
-            if response_started:
-                raise
-            await _send_error(send, 413, "PAYLOAD_TOO_LARGE", self._message())
+        # The app's error handlers answer the error raised from receive (413, our format).
+        await self.app(scope, limited_receive, send)
 
     def _message(self) -> str:
         return f"Request body exceeds {self.max_body_bytes} bytes"
-
-
-_HTTP1 = frozenset({"1.0", "1.1"})
 
 
 class _BodyTooLargeError(HTTPException):
