@@ -6,7 +6,9 @@ listens on.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +49,23 @@ async def _queued(redis_url: str, queue: str = "default") -> list[Message[Any]]:
     return [Message.decode(data) for data in raw]
 
 
+@contextlib.asynccontextmanager
+async def _outage(
+    settings: Settings,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, dict[str, str], dict[str, Any]]]:
+    """The app on a Redis URL nobody listens on, with an admin's headers and one product."""
+    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running_app(dead_redis) as app, asgi_client(app) as api:
+        admin = await login(api, settings.admin_email or "", ADMIN_PASSWORD)
+        product = await api.post(
+            "/api/v1/products",
+            json={"name": "Stove", "price": 45, "sku": "STOVE-1", "stock": 3},
+            headers=admin,
+        )
+        assert product.status_code == 201, product.text
+        yield app, api, admin, product.json()
+
+
 async def test_an_order_enqueues_its_confirmation_and_owes_nothing(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -71,16 +90,7 @@ async def test_an_order_enqueues_its_confirmation_and_owes_nothing(
 async def test_a_confirmation_owed_during_an_outage_is_relayed_once_redis_is_back(
     settings: Settings,
 ) -> None:
-    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    async with running_app(dead_redis) as app, asgi_client(app) as api:
-        admin = await login(api, settings.admin_email or "", ADMIN_PASSWORD)
-        product = (
-            await api.post(
-                "/api/v1/products",
-                json={"name": "Stove", "price": 45, "sku": "STOVE-1", "stock": 3},
-                headers=admin,
-            )
-        ).json()
+    async with _outage(settings) as (app, api, admin, product):
         created = await api.post(
             "/api/v1/orders",
             json={"items": [{"product_id": product["id"], "qty": 1}]},
@@ -99,7 +109,7 @@ async def test_a_confirmation_owed_during_an_outage_is_relayed_once_redis_is_bac
 
         sessions = app.state.resources.sessions
         # Still down: the relay raises and keeps the row.
-        down = aioredis.Redis.from_url(dead_redis.redis_url or "")
+        down = aioredis.Redis.from_url(app.state.resources.redis_url)
         try:
             await outbox.relay_owed(down, sessions)
         except aioredis.RedisError:
@@ -163,16 +173,7 @@ async def test_a_failed_row_delete_keeps_the_queued_job_and_the_row_for_the_rela
 async def test_an_image_uploaded_during_an_outage_gets_its_thumbnails_job_under_the_same_id(
     settings: Settings,
 ) -> None:
-    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    async with running_app(dead_redis) as app, asgi_client(app) as api:
-        admin = await login(api, settings.admin_email or "", ADMIN_PASSWORD)
-        product = (
-            await api.post(
-                "/api/v1/products",
-                json={"name": "Lamp", "price": 30, "sku": "LAMP-9", "stock": 4},
-                headers=admin,
-            )
-        ).json()
+    async with _outage(settings) as (app, api, admin, product):
         buffer = io.BytesIO()
         Image.new("RGB", (64, 32), (10, 200, 30)).save(buffer, format="PNG")
         uploaded = await api.post(
