@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from contextvars import ContextVar
 
@@ -25,13 +25,19 @@ def reset_request_id(token: object) -> None:
     _request_id.reset(token)  # type: ignore[arg-type]
 
 
+# The version (4) and variant (RFC 9562) bits of a random UUID.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_request_id() -> str:
-    """A random (version 4) UUID as 32 hex digits."""
-    # uuid.uuid4() validates what it builds and costs about 4x more; this runs per request.
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return raw.hex()
+    """A random (version 4) UUID as 32 hex digits.
+
+    A correlation ID, not a secret: it comes from the process's PRNG (seeded from the OS, reseeded
+    in a forked child), as OpenTelemetry's trace IDs do. ``os.urandom`` is a system call per
+    request and ``uuid.uuid4()`` costs about 4x more again.
+    """
+    return f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def accept_request_id(candidate: str | bytes | None) -> str:

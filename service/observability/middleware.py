@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.core.errors import error_body
 from service.observability import metrics
 from service.observability.context import accept_request_id, reset_request_id, set_request_id
+from service.observability.logging import ACCESS_LOGGER, log_access
 
-log = structlog.get_logger("storefront.access")
+log = structlog.get_logger(ACCESS_LOGGER)
 
 # Probes and scrapes are neither user traffic nor worth a log line each.
 UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
@@ -70,7 +71,6 @@ class RequestTelemetryMiddleware:
             return
 
         request_id = accept_request_id(_header(scope, b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
         token = set_request_id(request_id)  # log lines read it from here (logging.py)
         span = trace.get_current_span()
         if span.is_recording():
@@ -110,14 +110,15 @@ class RequestTelemetryMiddleware:
                 route = route_template(scope)
                 metrics.active_requests(method).dec()
                 metrics.request_duration(method, route, status).observe(duration, _exemplar(span))
-                log.info(
-                    "request",
-                    method=method,
-                    route=route,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(duration * 1000, 3),
-                    client=_client(scope),
+                log_access(
+                    {
+                        "method": method,
+                        "route": route,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 3),
+                        "client": _client(scope),
+                    }
                 )
             reset_request_id(token)
 
@@ -137,7 +138,13 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared: bytes | None = None
+        transfer_encoding = False
+        for key, value in scope["headers"]:  # one pass for both framing headers
+            if key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                transfer_encoding = True
         if declared is not None and declared.isdigit():
             if int(declared) > self.max_body_bytes:
                 await _send_error(send, 413, "PAYLOAD_TOO_LARGE", self._message())
@@ -145,7 +152,7 @@ class BodySizeLimitMiddleware:
             # The server frames the body by its declared length: no more can arrive.
             await self.app(scope, receive, send)
             return
-        if scope.get("http_version") in _HTTP1 and _header(scope, b"transfer-encoding") is None:
+        if not transfer_encoding and scope.get("http_version") in _HTTP1:
             # HTTP/1 with neither Content-Length nor Transfer-Encoding has no body (RFC 9112,
             # 6.3): most GETs. Only the rest (chunked uploads, HTTP/2 streams) are counted.
             await self.app(scope, receive, send)

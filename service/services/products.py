@@ -22,8 +22,6 @@ from service.services import outbox
 
 log = structlog.get_logger("storefront.products")
 
-CACHE_NAME = "product"
-
 
 def cache_key(product_id: int) -> str:
     return f"storefront:cache:product:{product_id}"
@@ -65,9 +63,9 @@ async def get_product_cached(
         log.warning("cache_unavailable", error=str(exc))
         cached = None
     if isinstance(cached, bytes):
-        metrics.CACHE_REQUESTS.labels(CACHE_NAME, "hit").inc()
+        metrics.PRODUCT_CACHE_HITS.inc()
         return cached, True
-    metrics.CACHE_REQUESTS.labels(CACHE_NAME, "miss").inc()
+    metrics.PRODUCT_CACHE_MISSES.inc()
     async with sessions() as session:
         product = await get_product(session, product_id)
         body = ProductOut.model_validate(product).model_dump_json().encode()

@@ -4,6 +4,7 @@ and lines inside a request carry its request_id, trace_id and span_id."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,9 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from service.observability.logging import configure_logging
+from service.observability import log_output
+from service.observability.context import reset_request_id, set_request_id
+from service.observability.logging import ACCESS_LOGGER, configure_logging, log_access
 
 
 def _component() -> str:
@@ -106,3 +109,99 @@ def test_uvicorn_access_log_is_off_because_ours_replaces_it(
     configure_logging("INFO", "json", component=_component())
     logging.getLogger("uvicorn.access").info("GET / 200")
     assert capsys.readouterr().out == ""
+
+
+ACCESS_FIELDS = {
+    "method": "GET",
+    "route": "/api/v1/products/{product_id}",
+    "path": "/api/v1/products/1",
+    "status": 200,
+    "duration_ms": 1.25,
+    "client": "127.0.0.1:5000",
+}
+
+
+def test_the_access_line_is_the_line_the_structlog_pipeline_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    component = _component()
+    configure_logging("INFO", "json", component=component)
+    tracer = TracerProvider().get_tracer("test")
+    token = set_request_id("rq-7")
+    structlog.contextvars.bind_contextvars(tenant="acme")
+    try:
+        with tracer.start_as_current_span("request") as span:
+            log_access(dict(ACCESS_FIELDS))
+            structlog.get_logger(ACCESS_LOGGER).info("request", **ACCESS_FIELDS)
+            context = span.get_span_context()
+    finally:
+        structlog.contextvars.unbind_contextvars("tenant")
+        reset_request_id(token)
+    one_step, pipeline = _json_lines(capsys.readouterr().out)
+    for record in (one_step, pipeline):
+        assert datetime.fromisoformat(str(record.pop("timestamp"))).utcoffset() == timedelta(0)
+    # Same keys, values and order.
+    assert list(one_step.items()) == list(pipeline.items())
+    assert one_step == {
+        **ACCESS_FIELDS,
+        "event": "request",
+        "tenant": "acme",
+        "component": component,
+        "request_id": "rq-7",
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+        "level": "info",
+        "logger": ACCESS_LOGGER,
+    }
+
+
+def test_the_access_line_follows_the_console_format_and_the_level(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "console", component=_component())
+    log_access(dict(ACCESS_FIELDS))
+    out = capsys.readouterr().out
+    assert "request" in out and "/api/v1/products/1" in out
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(out.splitlines()[0])
+    configure_logging("WARNING", "json", component=_component())
+    log_access(dict(ACCESS_FIELDS))
+    assert capsys.readouterr().out == ""
+
+
+def test_gathered_access_lines_are_written_within_the_flush_interval_unprompted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    log_access(dict(ACCESS_FIELDS))
+    deadline = time.monotonic() + 10 * log_output.FLUSH_INTERVAL_SECONDS
+    out = ""
+    while not out and time.monotonic() < deadline:
+        time.sleep(log_output.FLUSH_INTERVAL_SECONDS / 4)
+        out += capsys.readouterr().out
+    assert [r["event"] for r in _json_lines(out)] == ["request"]
+
+
+def test_any_other_line_writes_the_gathered_access_lines_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    for path in ("/a", "/b"):
+        log_access({**ACCESS_FIELDS, "path": path})
+    logging.getLogger("uvicorn.error").warning("library line")
+    records = _json_lines(capsys.readouterr().out)
+    assert [(r["event"], r.get("path")) for r in records] == [
+        ("request", "/a"),
+        ("request", "/b"),
+        ("library line", None),
+    ]
+
+
+def test_a_full_batch_of_access_lines_is_written_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    for _ in range(log_output.MAX_GATHERED):
+        log_access(dict(ACCESS_FIELDS))
+    # Read at once: well inside the flush interval, so only the batch limit can have written.
+    assert len(_json_lines(capsys.readouterr().out)) == log_output.MAX_GATHERED

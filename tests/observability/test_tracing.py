@@ -4,8 +4,10 @@ variables, sampling, span names, HTTP semantic-convention attributes and log cor
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -21,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
+from service.observability import log_output
 from service.observability.middleware import RequestTelemetryMiddleware, normalized_method
 from service.observability.tracing import (
     DEFAULT_SERVICE_NAME,
@@ -193,6 +196,12 @@ def _provider(exporter: InMemorySpanExporter, sampled: bool = True) -> TracerPro
     return provider
 
 
+def _log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The JSON lines written so far, access lines still gathered for their batch included."""
+    log_output.flush()
+    return [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+
+
 async def _get(app: FastAPI, path: str, **headers: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
@@ -278,9 +287,7 @@ async def test_unsampled_requests_record_nothing_but_logs_still_get_ids(
     )
     assert response.status_code == 200
     assert exporter.get_finished_spans() == ()
-    import orjson
-
-    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    lines = _log_lines(capsys)
     mine = [line for line in lines if line.get("request_id") == "rq-unsampled"]
     assert {line["event"] for line in mine} == {"inside", "request"}
     assert {line["trace_id"] for line in mine} == {TRACEPARENT_TRACE_ID}
@@ -373,13 +380,11 @@ async def test_children_of_a_sampled_request_root_are_sampled_too(
 async def test_unsampled_fast_path_still_gives_logs_fresh_ids(
     exporter: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import orjson
-
     from service.observability.logging import configure_logging
 
     configure_logging("INFO", "json", component="test-fast-path")
     await _get_many(_app(_ratio_provider(exporter, 0.0)), 3, **{"X-Request-ID": "rq-fast"})
-    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    lines = _log_lines(capsys)
     access = [line for line in lines if line.get("event") == "request"]
     assert len(access) == 3
     assert len({line["trace_id"] for line in access}) == 3
@@ -390,8 +395,6 @@ async def test_unsampled_fast_path_still_gives_logs_fresh_ids(
 async def test_without_an_exporter_logs_still_carry_ids_and_the_callers_trace(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import orjson
-
     from service.observability.logging import configure_logging
 
     configure_logging("INFO", "json", component="test-no-exporter")
@@ -400,7 +403,7 @@ async def test_without_an_exporter_logs_still_carry_ids_and_the_callers_trace(
     await _get(app, "/api/v1/orders/1", **{"X-Request-ID": "rq-plain"})
     traceparent = f"00-{TRACEPARENT_TRACE_ID}-b7ad6b7169203331-01"
     await _get(app, "/api/v1/orders/2", traceparent=traceparent, **{"X-Request-ID": "rq-joined"})
-    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    lines = _log_lines(capsys)
     by_request = {line["request_id"]: line for line in lines if line.get("event") == "request"}
     assert len(by_request["rq-plain"]["trace_id"]) == 32
     assert by_request["rq-joined"]["trace_id"] == TRACEPARENT_TRACE_ID
