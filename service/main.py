@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with open_resources(settings) as resources:
                 app.state.resources = resources
-                instrument_libraries(resources.engine)
+                instrument_libraries(resources.engine, tracer_provider)
                 metrics.DB_POOL_IN_USE.set_function(lambda: pool_in_use(resources.engine))
                 if settings.admin_email and settings.admin_password:
                     async with resources.sessions() as session:

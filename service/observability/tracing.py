@@ -260,8 +260,15 @@ def shutdown_tracing(timeout_seconds: float = 5.0) -> None:
         provider.shutdown()
 
 
-def instrument_libraries(engine: AsyncEngine) -> None:
-    """Trace SQL, Redis commands and outgoing HTTPX calls, once per process."""
+def instrument_libraries(engine: AsyncEngine, provider: trace.TracerProvider) -> None:
+    """Trace SQL, Redis commands and outgoing HTTPX calls, once per process.
+
+    Not when ``provider`` never records a span (no exporter configured): each instrumentation
+    wraps every call, and there would be nothing to record. Outgoing HTTPX calls still carry the
+    trace context (:func:`inject_trace_context`).
+    """
+    if getattr(provider, "sampler", None) is ALWAYS_OFF:
+        return
     with _lock:
         if "sqlalchemy" not in _instrumented:
             from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor

@@ -3,6 +3,9 @@ variables, sampling, span names, HTTP semantic-convention attributes and log cor
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -407,3 +410,42 @@ async def test_without_an_exporter_logs_still_carry_ids_and_the_callers_trace(
     by_request = {line["request_id"]: line for line in lines if line.get("event") == "request"}
     assert len(by_request["rq-plain"]["trace_id"]) == 32
     assert by_request["rq-joined"]["trace_id"] == TRACEPARENT_TRACE_ID
+
+
+_INSTRUMENTED_PROBE = """
+import asyncio, json, os
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy.ext.asyncio import create_async_engine
+from service.observability.tracing import instrument_libraries, setup_tracing, tracing_config
+
+provider = setup_tracing(tracing_config(os.environ, 0.1, "1"))
+engine = create_async_engine("sqlite+aiosqlite://")
+instrument_libraries(engine, provider)
+print(json.dumps([i().is_instrumented_by_opentelemetry for i in
+    (SQLAlchemyInstrumentor, RedisInstrumentor, HTTPXClientInstrumentor)]))
+asyncio.run(engine.dispose())
+"""
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "instrumented"),
+    [(None, [False, False, False]), ("http://127.0.0.1:1", [True, True, True])],
+)
+def test_libraries_are_instrumented_only_when_spans_are_exported(
+    endpoint: str | None, instrumented: list[bool]
+) -> None:
+    # A fresh process: instrumentation is once per process and cannot be undone cleanly here.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    done = subprocess.run(
+        [sys.executable, "-c", _INSTRUMENTED_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert orjson.loads(done.stdout.splitlines()[-1]) == instrumented
