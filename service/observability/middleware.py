@@ -73,7 +73,8 @@ class RequestTelemetryMiddleware:
         request_id = accept_request_id(_header(scope, b"x-request-id"))
         token = set_request_id(request_id)  # log lines read it from here (logging.py)
         span = trace.get_current_span()
-        if span.is_recording():
+        recording = span.is_recording()
+        if recording:
             # Whatever layer made the server span, this is how a trace is found by request ID.
             span.set_attribute("request.id", request_id)
         observed = scope["path"] not in UNOBSERVED_PATHS
@@ -109,7 +110,9 @@ class RequestTelemetryMiddleware:
             if observed:
                 route = route_template(scope)
                 metrics.active_requests(method).dec()
-                metrics.request_duration(method, route, status).observe(duration, _exemplar(span))
+                metrics.request_duration(method, route, status).observe(
+                    duration, _exemplar(span) if recording else None
+                )
                 log_access(
                     {
                         "method": method,
@@ -198,6 +201,7 @@ def _client(scope: Scope) -> str | None:
 
 
 def _exemplar(span: trace.Span) -> dict[str, str] | None:
+    """The latency exemplar of a recorded span: its trace, when that trace is sampled."""
     ctx = span.get_span_context()
     if ctx.is_valid and ctx.trace_flags.sampled:
         return {"trace_id": format(ctx.trace_id, "032x")}
