@@ -19,7 +19,13 @@ def wrk(rps: float) -> WrkResult:
 
 def http_outcome() -> http_bench.HttpOutcome:
     outcome = http_bench.HttpOutcome(http_bench.HttpPlan(1, 1, 1))
-    rps = {"bare": 1000, "article": 150, "storefront": 850, "storefront-100": 500}
+    rps = {
+        "bare": 1000,
+        "article": 150,
+        "storefront-local": 900,
+        "storefront": 850,
+        "storefront-100": 500,
+    }
     for endpoint in http_bench.ENDPOINTS:
         outcome.rounds[endpoint.key] = {k: [wrk(v)] for k, v in rps.items()}
         outcome.summaries[endpoint.key] = summarize(
@@ -88,7 +94,7 @@ def test_chart_draws_one_bar_per_ratio_with_its_target(tmp_path: Path) -> None:
         ),
     ]
     bars = chart_bars(rows)
-    assert len(bars) == 2 * 3 + 1  # article and both Storefronts per endpoint, the worker row
+    assert len(bars) == 2 * 4 + 1  # article and three Storefronts per endpoint, the worker row
     assert bars[-1][1:] == (0.5, 0.8, False)
     png = tmp_path / "ratios.png"
     write_png(rows, png, "test")
