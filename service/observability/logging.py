@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import SpanContext, get_current_span
 from structlog.types import EventDict, Processor
 
 from service.observability import log_output
@@ -27,16 +27,17 @@ _access_in_json = False
 _access_component: str | None = None
 
 
-def _add_correlation_ids(event_dict: EventDict) -> None:
+def _add_correlation_ids(event_dict: EventDict, ctx: SpanContext | None = None) -> None:
     """Add the request ID of the work in progress (the one contextvar the middleware sets,
     rather than binding it into structlog's contextvars as well on every request) and the
-    current OpenTelemetry trace and span IDs, as hex, when there is a span."""
+    trace and span IDs, as hex, of ``ctx`` or else of the current span, when valid."""
     if "request_id" not in event_dict:
         request_id = current_request_id()
         if request_id is not None:
             event_dict["request_id"] = request_id
     if "trace_id" not in event_dict:
-        ctx = get_current_span().get_span_context()
+        if ctx is None:
+            ctx = get_current_span().get_span_context()
         if ctx.is_valid:
             event_dict["trace_id"] = format(ctx.trace_id, "032x")
             event_dict["span_id"] = format(ctx.span_id, "016x")
@@ -108,8 +109,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", component: str | N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def log_access(fields: dict[str, Any]) -> None:
-    """Write one request's access line (event ``request``) with ``fields``, which it takes over.
+def log_access(fields: dict[str, Any], span_context: SpanContext | None = None) -> None:
+    """Write one request's access line (event ``request``) with ``fields``, which it takes over;
+    its trace and span IDs are ``span_context``'s, when the caller has it at hand, or else the
+    current span's.
 
     There is one such line per request, so in JSON mode it is built in one step, with the keys,
     values and order the structlog pipeline gives every line (a test renders one line both
@@ -125,7 +128,7 @@ def log_access(fields: dict[str, Any]) -> None:
     structlog.contextvars.merge_contextvars(None, "info", fields)
     if _access_component is not None:
         fields.setdefault("component", _access_component)
-    _add_correlation_ids(fields)
+    _add_correlation_ids(fields, span_context)
     fields["level"] = "info"
     fields["logger"] = ACCESS_LOGGER
     fields["timestamp"] = datetime.now(UTC)

@@ -97,7 +97,10 @@ class RequestTelemetryMiddleware:
             await send(message)
 
         if observed:
-            metrics.active_requests(method).inc()
+            active = metrics.ACTIVE_REQUESTS
+            if method not in active:
+                metrics.start_counting_active(method)
+            active[method] += 1
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:
@@ -109,9 +112,10 @@ class RequestTelemetryMiddleware:
             duration = time.perf_counter() - start
             if observed:
                 route = route_template(scope)
-                metrics.active_requests(method).dec()
+                metrics.ACTIVE_REQUESTS[method] -= 1
+                span_context = span.get_span_context()
                 metrics.request_duration(method, route, status).observe(
-                    duration, _exemplar(span) if recording else None
+                    duration, _exemplar(span_context) if recording else None
                 )
                 log_access(
                     {
@@ -121,7 +125,8 @@ class RequestTelemetryMiddleware:
                         "status": status,
                         "duration_ms": round(duration * 1000, 3),
                         "client": _client(scope),
-                    }
+                    },
+                    span_context,
                 )
             reset_request_id(token)
 
@@ -200,11 +205,10 @@ def _client(scope: Scope) -> str | None:
     return f"{client[0]}:{client[1]}" if client else None
 
 
-def _exemplar(span: trace.Span) -> dict[str, str] | None:
+def _exemplar(span_context: trace.SpanContext) -> dict[str, str] | None:
     """The latency exemplar of a recorded span: its trace, when that trace is sampled."""
-    ctx = span.get_span_context()
-    if ctx.is_valid and ctx.trace_flags.sampled:
-        return {"trace_id": format(ctx.trace_id, "032x")}
+    if span_context.is_valid and span_context.trace_flags.sampled:
+        return {"trace_id": format(span_context.trace_id, "032x")}
     return None
 
 
