@@ -21,6 +21,7 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from service.observability import log_output
 from service.observability.logging import configure_logging
 from service.observability.middleware import UNOBSERVED_PATHS, RequestTelemetryMiddleware
 from service.observability.tracing import RequestRootSampler, ServerSpanMiddleware
@@ -173,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         configure_logging("INFO", "json", component="api")
         results = measure(args.requests, args.rounds, args.ratio)
+        log_output.flush()  # the access lines still gathered for their batch, to memory too
     finally:
         sys.stdout = out
     base = results["bare"]
