@@ -4,13 +4,15 @@ An access line is written for every request. Gathered and written a batch at a t
 the API less than written one by one between the rest of each request's work (bench/: about 4 %
 of the cached read's throughput). A gathered line waits at most ``FLUSH_INTERVAL_SECONDS``, or
 until ``MAX_GATHERED`` lines wait; any other line, and the exit of the process, writes the
-waiting ones first, so the stream keeps its order.
+waiting ones first, so the stream keeps its order. A batch that cannot be written (a full or
+closed pipe) is dropped rather than failing the request that filled it.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import os
 import sys
 import threading
@@ -48,7 +50,10 @@ def gather(event: dict[str, Any]) -> None:
     """Queue a complete event to be rendered as JSON and written with the next batch."""
     _gathered.append(event)  # deque.append: atomic, no lock on the request path
     if len(_gathered) >= MAX_GATHERED:
-        write_line(None)
+        # A batch that cannot be written (a full or closed pipe) is dropped: it must not fail
+        # the request that happened to fill it, and reporting it would be one more line.
+        with contextlib.suppress(OSError):
+            write_line(None)
     elif _flusher is None:
         _start_flusher()
 
@@ -80,14 +85,18 @@ def _start_flusher() -> None:
 def _flush_periodically() -> None:
     while True:
         time.sleep(FLUSH_INTERVAL_SECONDS)
-        flush()
+        with contextlib.suppress(OSError):  # see gather()
+            flush()
 
 
-def _forget_flusher() -> None:
-    # A forked child does not inherit the thread; the next gathered line starts its own.
-    global _flusher
+def _start_afresh_in_child() -> None:
+    # A forked child inherits neither the thread nor a usable lock (another thread may hold it),
+    # and the lines still gathered are its parent's to write, not its own.
+    global _flusher, _lock
     _flusher = None
+    _lock = threading.Lock()
+    _gathered.clear()
 
 
-os.register_at_fork(after_in_child=_forget_flusher)
+os.register_at_fork(after_in_child=_start_afresh_in_child)
 atexit.register(flush)

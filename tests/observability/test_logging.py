@@ -3,7 +3,11 @@ and lines inside a request carry its request_id, trace_id and span_id."""
 
 from __future__ import annotations
 
+import io
 import logging
+import multiprocessing
+import multiprocessing.connection
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -205,3 +209,67 @@ def test_a_full_batch_of_access_lines_is_written_at_once(
         log_access(dict(ACCESS_FIELDS))
     # Read at once: well inside the flush interval, so only the batch limit can have written.
     assert len(_json_lines(capsys.readouterr().out)) == log_output.MAX_GATHERED
+
+
+def _flush_in_child(connection: multiprocessing.connection.Connection) -> None:
+    sys.stdout = io.StringIO()
+    log_output.flush()
+    connection.send(sys.stdout.getvalue())
+
+
+def test_a_forked_child_does_not_write_its_parents_gathered_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    log_access(dict(ACCESS_FIELDS))
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    child = context.Process(target=_flush_in_child, args=(child_end,))
+    child.start()
+    written_by_child = parent_end.recv()
+    child.join(10)
+    assert written_by_child == ""
+    log_output.flush()
+    assert [r["event"] for r in _json_lines(capsys.readouterr().out)] == ["request"]
+
+
+class _FailsFirstWrite(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise BlockingIOError("the pipe is full")
+        return super().write(text)
+
+
+def test_the_flush_thread_survives_a_failed_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_logging("INFO", "json", component=_component())
+    stdout = _FailsFirstWrite()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    deadline = time.monotonic() + 20 * log_output.FLUSH_INTERVAL_SECONDS
+    log_access({**ACCESS_FIELDS, "path": "/lost"})
+    while not stdout.failed and time.monotonic() < deadline:
+        time.sleep(log_output.FLUSH_INTERVAL_SECONDS / 4)
+    assert stdout.failed
+    log_access({**ACCESS_FIELDS, "path": "/kept"})
+    while not stdout.getvalue() and time.monotonic() < deadline:
+        time.sleep(log_output.FLUSH_INTERVAL_SECONDS / 4)
+    assert [r["path"] for r in _json_lines(stdout.getvalue())] == ["/kept"]
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("nobody reads")
+
+
+def test_a_batch_that_cannot_be_written_does_not_fail_the_request_that_filled_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging("INFO", "json", component=_component())
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    for _ in range(log_output.MAX_GATHERED):
+        log_access(dict(ACCESS_FIELDS))  # the last one writes the batch, which fails
+    monkeypatch.undo()
