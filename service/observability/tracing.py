@@ -191,6 +191,12 @@ def build_sampler(config: TracingConfig) -> Sampler | None:
     return RequestRootSampler(config.sample_ratio)
 
 
+def records_nothing(provider: trace.TracerProvider) -> bool:
+    """Whether ``provider`` never records a span: the sampler :func:`build_sampler` picks when no
+    exporter is configured."""
+    return getattr(provider, "sampler", None) is ALWAYS_OFF
+
+
 def span_name(method: str, route: str | None) -> str:
     """``{method} {route}`` as the HTTP semantic conventions name server spans; the method alone
     when no route matched (a raw path would explode the number of distinct names)."""
@@ -267,7 +273,7 @@ def instrument_libraries(engine: AsyncEngine, provider: trace.TracerProvider) ->
     wraps every call, and there would be nothing to record. Outgoing HTTPX calls still carry the
     trace context (:func:`inject_trace_context`).
     """
-    if getattr(provider, "sampler", None) is ALWAYS_OFF:
+    if records_nothing(provider):
         return
     with _lock:
         if "sqlalchemy" not in _instrumented:
@@ -318,7 +324,7 @@ class ServerSpanMiddleware:
         self.tracer = provider.get_tracer(TRACER_NAME, __version__)
         # New traces may skip the SDK when we know its sampler: ours, or "never" (no exporter).
         sampler = getattr(provider, "sampler", None)
-        self.never_sampled = sampler is ALWAYS_OFF
+        self.never_sampled = records_nothing(provider)
         self.root_sampler = sampler if isinstance(sampler, RequestRootSampler) else None
         self.excluded_paths = excluded_paths
         self.propagator = propagate.get_global_textmap()
