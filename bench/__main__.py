@@ -193,7 +193,9 @@ def write_results(directory: Path, document: dict[str, Any], rows: list[Row], ti
         f"# {title}\n\n"
         f"{document['started_at']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
         f"{document['pinning']}; load average {machine['load_average_at_start']} at start.\n"
-        "Ratios are medians of per-round ratios against the baseline run in the same round.\n\n"
+        "Ratios are medians of per-round ratios against the baseline run in the same round. "
+        "bare-gc is bare FastAPI with Storefront's garbage-collector settings (freeze the "
+        "start-up heap, young threshold 10,000); bare and article keep Python's.\n\n"
     )
     (directory / "latest.md").write_text(header + markdown_table(rows))
     write_png(rows, directory / "ratios.png", title)

@@ -83,12 +83,22 @@ def fmt_targets(targets: Sequence[TargetCheck]) -> str:
     return "; ".join(f"{t.description} {marks[t.met]}" for t in targets)
 
 
-COLUMNS = ("Benchmark", "Subject", "Throughput", "p50", "p99", "x bare", "x article", "Target")
+COLUMNS = (
+    "Benchmark",
+    "Subject",
+    "Throughput",
+    "p50",
+    "p99",
+    "x bare",
+    "x bare-gc",
+    "x article",
+    "Target",
+)
 
 
 def cells(row: Row) -> list[str]:
     if row.note:
-        return [row.section, row.subject, row.note, "", "", "", "", ""]
+        return [row.section, row.subject, row.note, "", "", "", "", "", ""]
     return [
         row.section,
         row.subject,
@@ -96,6 +106,7 @@ def cells(row: Row) -> list[str]:
         fmt_ms(row.p50_ms),
         fmt_ms(row.p99_ms),
         fmt_ratio(row.ratios, "bare"),
+        fmt_ratio(row.ratios, "bare-gc"),
         fmt_ratio(row.ratios, "article"),
         fmt_targets(row.targets),
     ]

@@ -20,6 +20,7 @@ from service.core.database import create_engine, create_session_factory, pool_in
 from service.core.errors import install_error_handlers
 from service.core.redis import EmbeddedRedis, create_redis
 from service.core.resources import Resources
+from service.core.runtime import tune_garbage_collector
 from service.core.settings import Settings, get_settings
 from service.observability import metrics
 from service.observability.logging import configure_logging
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             settings.admin_email,
                             settings.admin_password.get_secret_value(),
                         )
+                tune_garbage_collector(settings.gc_freeze, settings.gc_young_threshold)
                 log.info("api_started", version=__version__, database=resources.engine.dialect.name)
                 yield
                 log.info("api_stopping")

@@ -2,7 +2,8 @@
 cached product body, or the paginated product query serialized by the same schemas.
 
 Both baselines read Storefront's settings (``STOREFRONT_*``) and open the engine and the Redis
-client with Storefront's own constructors, so pool, pragmas and timeouts are identical too.
+client with Storefront's own constructors, so pool, pragmas and timeouts are identical too. They
+tune the garbage collector as Storefront does when their settings ask for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from service.core.database import create_engine, create_session_factory
 from service.core.redis import create_redis
+from service.core.runtime import tune_garbage_collector
 from service.core.settings import get_settings
 from service.models import Product
 from service.schemas.common import Page
@@ -36,6 +38,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = create_session_factory(engine)
     app.state.redis = redis
     app.state.cache_ttl = settings.product_cache_ttl_seconds
+    # As Storefront's lifespan does; the benchmark says per variant whether it applies.
+    tune_garbage_collector(settings.gc_freeze, settings.gc_young_threshold)
     try:
         yield
     finally:

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = True
     pending_order_ttl_minutes: int = Field(default=60, gt=0)
+    gc_freeze: bool = Field(
+        default=True, description="Exempt the heap built at start-up from garbage collection"
+    )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="Allocations between young-generation collections; 0 keeps Python's 700",
+    )
 
     @field_validator("database_url")
     @classmethod

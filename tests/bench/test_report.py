@@ -21,6 +21,7 @@ def http_outcome() -> http_bench.HttpOutcome:
     outcome = http_bench.HttpOutcome(http_bench.HttpPlan(1, 1, 1))
     rps = {
         "bare": 1000,
+        "bare-gc": 1200,
         "article": 150,
         "storefront-local": 900,
         "storefront": 850,
@@ -40,10 +41,15 @@ def test_http_rows_cover_every_endpoint_and_variant_with_their_targets() -> None
     default = next(r for r in rows if r.subject == "Storefront, sampling 10 %")
     assert [(t.description, t.met) for t in default.targets] == [
         (">= 0.8x bare", True),
+        (">= 0.8x bare-gc", False),
         (">= 5x article", True),
     ]
+    assert default.ratios["bare-gc"] == 850 / 1200
     full = next(r for r in rows if r.subject == "Storefront, sampling 100 %")
-    assert [(t.description, t.met) for t in full.targets] == [(">= 0.6x bare", False)]
+    assert [(t.description, t.met) for t in full.targets] == [
+        (">= 0.6x bare", False),
+        (">= 0.6x bare-gc", False),
+    ]
 
 
 def test_worker_rows_give_storefront_its_ratio_to_bare_dramatiq() -> None:
@@ -94,7 +100,8 @@ def test_chart_draws_one_bar_per_ratio_with_its_target(tmp_path: Path) -> None:
         ),
     ]
     bars = chart_bars(rows)
-    assert len(bars) == 2 * 4 + 1  # article and three Storefronts per endpoint, the worker row
+    # bare-gc, article and three Storefronts per endpoint, the worker row
+    assert len(bars) == 2 * 5 + 1
     assert bars[-1][1:] == (0.5, 0.8, False)
     png = tmp_path / "ratios.png"
     write_png(rows, png, "test")

@@ -48,6 +48,9 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         admin_password=ADMIN_PASSWORD,
         log_format="json",
         max_body_bytes=256 * 1024,
+        # Process-wide and for the process's lifetime: left to the test that covers it.
+        gc_freeze=False,
+        gc_young_threshold=0,
     )
 
 
