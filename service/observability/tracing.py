@@ -218,7 +218,8 @@ _provider: TracerProvider | None = None
 _instrumented: set[str] = set()
 
 
-def _exporter(config: TracingConfig) -> SpanExporter:
+def build_exporter(config: TracingConfig) -> SpanExporter:
+    """The OTLP exporter for ``config``'s protocol: over HTTP with Storefront's span encoder."""
     assert config.endpoint is not None
     if config.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -226,9 +227,9 @@ def _exporter(config: TracingConfig) -> SpanExporter:
         )
 
         return GrpcSpanExporter(endpoint=config.endpoint)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from service.observability.span_exporter import FastEncodingSpanExporter
 
-    return OTLPSpanExporter(endpoint=config.endpoint)
+    return FastEncodingSpanExporter(endpoint=config.endpoint)
 
 
 def build_tracer_provider(config: TracingConfig) -> TracerProvider:
@@ -239,7 +240,7 @@ def build_tracer_provider(config: TracingConfig) -> TracerProvider:
         shutdown_on_exit=False,
     )
     if config.exports:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(config)))
+        provider.add_span_processor(BatchSpanProcessor(build_exporter(config)))
     return provider
 
 
