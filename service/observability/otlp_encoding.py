@@ -79,12 +79,7 @@ def _span(span: ReadableSpan) -> bytes:
     """One ``Span`` field of ``ScopeSpans`` (field 2), tag and length included."""
     context = span.get_span_context()
     assert context is not None
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
+    parts = _ids(context)
     if context.trace_state:
         parts.append(_string(3, _trace_state(context.trace_state)))
     parent = span.parent
@@ -138,12 +133,7 @@ def _event(event: Event) -> bytes:
 
 def _link(link: Link) -> bytes:
     context = link.context
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
+    parts = _ids(context)
     # The reference encoder leaves a link's trace state out; so do we, to send the same message.
     if link.attributes:
         parts.append(_key_values(4, link.attributes))
@@ -164,6 +154,16 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     if scope.attributes:
         parts.append(_key_values(3, scope.attributes))
     return b"".join(parts)
+
+
+def _ids(context: SpanContext) -> list[bytes]:
+    """Trace ID and span ID: fields 1 and 2 of both ``Span`` and ``Span.Link``."""
+    return [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
 
 
 def _flags(parent: SpanContext | None) -> bytes:
