@@ -62,7 +62,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
     request = []
     for resource, scopes in by_resource.values():
-        body = [_message(1, _attributes_message(resource.attributes))]
+        body = [_message(1, _resource(resource))]
         for scope, encoded in scopes.values():
             scope_spans = [_message(1, _scope(scope))]
             scope_spans.extend(encoded)
@@ -174,17 +174,18 @@ def _trace_state(trace_state: TraceState) -> str:
     return ",".join(f"{key}={value}" for key, value in trace_state.items())
 
 
-def _attributes_message(attributes: Mapping[str, Any]) -> bytes:
+def _resource(resource: Resource) -> bytes:
     """A ``Resource``: its attributes are field 1."""
-    return _key_values(1, attributes) if attributes else b""
+    return _key_values(1, resource.attributes) if resource.attributes else b""
 
 
 # Most attributes repeat from span to span ("http.request.method": "GET", "db.system":
 # "redis"...): each encoded pair is kept, keyed by key, value and type (True == 1 as a key).
-# Bounded, since values such as request IDs never repeat.
+# Bounded, since values such as request IDs never repeat. Not floats: 0.0 == -0.0 as a key, yet
+# they encode differently (and they seldom repeat).
 _ENCODED_PAIRS: dict[tuple[str, type, Any], bytes] = {}
 _MAX_ENCODED_PAIRS = 4096
-_CACHEABLE = frozenset({str, int, bool, float})
+_CACHEABLE = frozenset({str, int, bool})
 
 
 def _key_values(field_number: int, attributes: Mapping[str, Any]) -> bytes:

@@ -3,6 +3,7 @@ for spans of every shape the SDK produces (decoded with the official OTLP classe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -105,6 +106,7 @@ def test_every_attribute_type_encodes_as_the_reference_does(
         "most negative": -(2**63),
         "ratio": 0.25,
         "negative float": -1.5e300,
+        "negative zero": -0.0,
         "strings": ("a", "b", ""),
         "ints": (1, -2, 300),
         "bools": (True, False),
@@ -210,10 +212,10 @@ def test_an_integer_outside_int64_is_refused(
 def test_repeated_attributes_encode_the_same_every_time(
     recorded: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
-    # The encoder keeps encoded pairs: True and 1 (equal as dict keys) must stay apart.
+    # The encoder keeps encoded pairs: True and 1, 0.0 and -0.0 (equal as dict keys) stay apart.
     provider, exporter = recorded
     tracer = provider.get_tracer("t")
-    for value in (True, 1, 1.0, "1", True, 1):
+    for value in (True, 1, 1.0, "1", True, 1, 0.0, -0.0):
         with tracer.start_as_current_span("same key", attributes={"flag": value}):
             pass
     spans = exporter.get_finished_spans()
@@ -230,4 +232,11 @@ def test_repeated_attributes_encode_the_same_every_time(
         "string_value",
         "bool_value",
         "int_value",
+        "double_value",
+        "double_value",
     ]
+    zeros = [
+        s.attributes[0].value.double_value
+        for s in request.resource_spans[0].scope_spans[0].spans[-2:]
+    ]
+    assert [math.copysign(1, z) for z in zeros] == [1, -1]  # 0.0 == -0.0, yet their bits differ
