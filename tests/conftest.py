@@ -1,6 +1,6 @@
 """Shared pytest configuration: registers the real-component fixtures (tests/components)."""
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import pytest
 
@@ -16,9 +16,27 @@ pytest_plugins = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _write_gathered_log_lines() -> Iterator[None]:
-    """Access lines wait for their batch (service/observability/log_output.py): write a test's
-    own before its captured output closes, so none turns up in the next test's."""
-    yield
-    log_output.flush()
+def _writing_gathered_log_lines() -> Generator[None, object, object]:
+    """Access lines wait for their batch (service/observability/log_output.py): write those of
+    each test phase before pytest stops capturing it, so the flush thread never writes one while
+    pytest prints its progress, or into the next test's output."""
+    try:
+        return (yield)
+    finally:
+        log_output.flush()
+
+
+# trylast: inside pytest's own capturing wrapper of each phase, so the lines are still captured.
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_setup() -> Generator[None, object, object]:
+    return (yield from _writing_gathered_log_lines())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call() -> Generator[None, object, object]:
+    return (yield from _writing_gathered_log_lines())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown() -> Generator[None, object, object]:
+    return (yield from _writing_gathered_log_lines())
