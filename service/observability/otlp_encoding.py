@@ -32,9 +32,10 @@ _KIND = {
     SpanKind.PRODUCER: b"\x30\x04",
     SpanKind.CONSUMER: b"\x30\x05",
 }
-# SpanFlags: bit 8 says whether the parent is remote is known, bit 9 that it is.
-_FLAGS_LOCAL_PARENT = b"\x85\x01" + _fixed32(0x100)
-_FLAGS_REMOTE_PARENT = b"\x85\x01" + _fixed32(0x300)
+# SpanFlags of a span's parent or a link's context: bit 8 says whether it is remote is known,
+# bit 9 that it is.
+_LOCAL_CONTEXT = _fixed32(0x100)
+_REMOTE_CONTEXT = _fixed32(0x300)
 
 
 _ScopeGroup = tuple[InstrumentationScope | None, list[bytes]]  # a scope and its encoded spans
@@ -115,7 +116,7 @@ def _span(span: ReadableSpan) -> bytes:
         if status.status_code.value:
             encoded_status.append(b"\x18" + _varint(status.status_code.value))
         parts.append(_message(15, b"".join(encoded_status)))
-    parts.append(_flags(parent))
+    parts.append(b"\x85\x01" + _context_flags(parent))
     body = b"".join(parts)
     return b"\x12" + _varint(len(body)) + body
 
@@ -139,7 +140,7 @@ def _link(link: Link) -> bytes:
         parts.append(_key_values(4, link.attributes))
     if link.dropped_attributes:
         parts.append(b"\x28" + _varint(link.dropped_attributes))
-    parts.append(b"\x35" + _fixed32(0x300 if context.is_remote else 0x100))
+    parts.append(b"\x35" + _context_flags(context))
     return b"".join(parts)
 
 
@@ -166,8 +167,8 @@ def _ids(context: SpanContext) -> list[bytes]:
     ]
 
 
-def _flags(parent: SpanContext | None) -> bytes:
-    return _FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT
+def _context_flags(context: SpanContext | None) -> bytes:
+    return _REMOTE_CONTEXT if context is not None and context.is_remote else _LOCAL_CONTEXT
 
 
 def _trace_state(trace_state: TraceState) -> str:
@@ -216,17 +217,6 @@ def _any_value(value: Any) -> bytes:
     """The body of an ``AnyValue``, as the reference encoder maps Python types."""
     if value is None:
         return b""
-    value_type = type(value)
-    if value_type is str:
-        return _string(1, value)
-    if value_type is bool:
-        return b"\x10\x01" if value else b"\x10\x00"
-    if value_type is int:
-        return _int64(value)
-    if value_type is float:
-        return b"\x21" + _double(value)
-    if value_type is bytes:
-        return _bytes(7, value)
     if isinstance(value, str):
         return _string(1, value)
     if isinstance(value, bool):
@@ -242,7 +232,7 @@ def _any_value(value: Any) -> bytes:
         return _message(5, array)
     if isinstance(value, Mapping):
         return _message(6, _key_values(1, {str(k): v for k, v in value.items()}))
-    raise UnencodableValueError(f"no OTLP value for {value_type.__name__}")
+    raise UnencodableValueError(f"no OTLP value for {type(value).__name__}")
 
 
 def _int64(value: int) -> bytes:
