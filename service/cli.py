@@ -22,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown joins a paragraph's wrapped lines; Typer's default keeps each docstring line break.
+    rich_markup_mode="markdown",
 )
 err = Console(stderr=True, soft_wrap=True)
 

@@ -62,8 +62,10 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--log-format", help="json, console or auto.")
         ] = None,
     ) -> None:
-        """Run the job worker: consume the Redis queues until SIGTERM, then let running jobs
-        finish within STOREFRONT_WORKER_SHUTDOWN_TIMEOUT_SECONDS."""
+        """Run the job worker: consume the Redis queues until SIGTERM.
+
+        On SIGTERM, running jobs get STOREFRONT_WORKER_SHUTDOWN_TIMEOUT_SECONDS to finish.
+        """
         from worker.process import run_worker
 
         settings, worker_settings, redis_url = _load(
@@ -88,8 +90,10 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--log-format", help="json, console or auto.")
         ] = None,
     ) -> None:
-        """Run the cron scheduler (STOREFRONT_WORKER_CRON). Run several for availability: one
-        leads through a Redis lease and each tick fires once."""
+        """Run the cron scheduler (STOREFRONT_WORKER_CRON).
+
+        Run several for availability: one leads through a Redis lease and each tick fires once.
+        """
         from worker.scheduler import run_scheduler
 
         settings, worker_settings, redis_url = _load(
