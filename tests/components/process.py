@@ -32,6 +32,16 @@ class ComponentError(RuntimeError):
     """A component could not be started (the message carries the tail of its log)."""
 
 
+# Settings a developer's shell may carry that would change what a started process does.
+SETTING_PREFIXES = ("STOREFRONT_", "OTEL_", "POD_", "FASTAPI_")
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without Storefront, OpenTelemetry, pod or FastAPI settings:
+    a process a test starts reads only the settings the test gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
+
+
 def find_binary(name: str, extra_dirs: Sequence[Path] = ()) -> str | None:
     """Path of executable `name` in .tools/bin, then `extra_dirs`, then PATH (None if absent)."""
     for directory in (TOOLS_BIN, *extra_dirs):

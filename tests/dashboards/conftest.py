@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import redis.asyncio as aioredis
 from dashboards.smoke import Workload, drive
 from tests.components.jaeger import JaegerServer
 from tests.components.ports import free_port
-from tests.components.process import REPO_ROOT, ManagedProcess
+from tests.components.process import REPO_ROOT, ManagedProcess, clean_environment
 from tests.components.prometheus import PrometheusFactory, PrometheusServer
 from tests.components.redis import RedisServer
 
@@ -54,7 +53,7 @@ class ObservedStack:
 
 
 def _environment(redis_url: str, data_dir: Path, otlp_endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOREFRONT_", "OTEL_"))}
+    env = clean_environment()
     env.update(
         {
             "STOREFRONT_ENVIRONMENT": "test",

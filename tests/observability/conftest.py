@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import os
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from PIL import Image
 
 from tests.components.jaeger import JaegerServer
 from tests.components.ports import free_port
-from tests.components.process import tail
+from tests.components.process import clean_environment, tail
 from tests.components.redis import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,14 +81,6 @@ def png_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def _clean_environment() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STOREFRONT_", "OTEL_", "POD_", "FASTAPI_OTEL"))
-    }
-
-
 def start_storefront(
     workdir: Path,
     redis_url: str,
@@ -104,7 +95,7 @@ def start_storefront(
     data_dir = workdir / "data"
     service_name = f"storefront-api-{uuid.uuid4().hex[:8]}"
     env = {
-        **_clean_environment(),
+        **clean_environment(),
         "STOREFRONT_ENVIRONMENT": "test",
         "STOREFRONT_JWT_SECRET": "observability-tests-secret-0123456789abcdef",
         "STOREFRONT_DATA_DIR": str(data_dir),

@@ -3,7 +3,6 @@ stops everything it started on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import httpx
 import pytest
 import redis
 
+from tests.components.process import clean_environment
 from tests.service.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 
 def test_dev_runs_everything_and_stops_it_all(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOREFRONT_", "OTEL_"))}
+    env = clean_environment()
     env |= {
         "STOREFRONT_DATA_DIR": str(tmp_path / "data"),
         "STOREFRONT_ADMIN_EMAIL": "admin@example.com",

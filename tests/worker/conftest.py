@@ -4,7 +4,6 @@ and real ``storefront worker`` / ``storefront scheduler`` subprocesses."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +16,7 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from service.core.settings import Settings
-from tests.components.process import REPO_ROOT, ManagedProcess
+from tests.components.process import REPO_ROOT, ManagedProcess, clean_environment
 from worker.broker import build_broker
 from worker.settings import WorkerSettings
 
@@ -26,7 +25,7 @@ JWT_SECRET = "test-secret-that-is-long-enough-for-hs256!"
 
 def base_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of a worker or scheduler subprocess for a test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOREFRONT_", "OTEL_"))}
+    env = clean_environment()
     env.update(
         {
             "STOREFRONT_ENVIRONMENT": "test",
