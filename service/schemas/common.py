@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 T = TypeVar("T")
 
@@ -23,9 +23,32 @@ def _no_nul(value: str) -> str:
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
 Name = Annotated[SafeStr, Field(min_length=1, max_length=200)]
 ResourceId = Annotated[int, Field(ge=1, le=MAX_ID)]
+MAX_AMOUNT = Decimal("9999999999.99")
+
+
+def decimal_input_schema(maximum: Decimal, string_pattern: str) -> WithJsonSchema:
+    """What a client may send for an exact decimal with two places, documented as validated: a
+    JSON number, or a decimal string (exact, so the better choice for money).
+
+    Pydantic documents a Decimal input as "a number or any string"; the string's form and the
+    two places are stated here so generated clients and API tests see the real rule.
+    """
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(maximum)},
+                {"type": "string", "pattern": string_pattern},
+            ],
+            "description": f"At most two decimal places, from 0 to {maximum}.",
+        },
+        mode="validation",
+    )
+
+
 Money = Annotated[
     Decimal,
-    Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2),
+    Field(ge=0, le=MAX_AMOUNT, max_digits=12, decimal_places=2),
+    decimal_input_schema(MAX_AMOUNT, r"^\d{1,10}(\.\d{1,2})?$"),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import Field, computed_field, field_serializer, model_validator
 
 from service.models.order import OrderStatus
-from service.schemas.common import Money, ResourceId, Schema
+from service.schemas.common import Money, ResourceId, Schema, decimal_input_schema
 from service.services import pricing
 
 
@@ -19,9 +20,11 @@ class OrderItemIn(Schema):
 
 class OrderCreate(Schema):
     items: list[OrderItemIn] = Field(min_length=1, max_length=100)
-    discount_pct: Decimal = Field(
-        default=Decimal("0"), ge=0, le=100, max_digits=5, decimal_places=2
-    )
+    discount_pct: Annotated[
+        Decimal,
+        Field(ge=0, le=100, max_digits=5, decimal_places=2),
+        decimal_input_schema(Decimal(100), r"^(100(\.0{1,2})?|\d{1,2}(\.\d{1,2})?)$"),
+    ] = Decimal("0")
 
 
 class OrderItemOut(Schema):
