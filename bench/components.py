@@ -17,7 +17,12 @@ import redis
 
 from bench.stats import BenchError, WrkResult, parse_wrk_output
 from tests.components.ports import free_port
-from tests.components.process import ManagedProcess, find_binary, start_process
+from tests.components.process import (
+    ManagedProcess,
+    clean_environment,
+    find_binary,
+    start_process,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
@@ -64,11 +69,7 @@ def require(name: str) -> str:
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The parent environment minus any Storefront/OpenTelemetry setting, plus ``extra``: a
     developer's shell must not change what is measured."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STOREFRONT_", "OTEL_", "FASTAPI_"))
-    }
+    env = clean_environment()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return {**env, **extra}
 
