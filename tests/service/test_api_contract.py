@@ -34,8 +34,6 @@ from tests.components.postgres import PostgresServer
 from tests.components.process import REPO_ROOT, clean_environment, start_process
 from tests.components.redis import RedisServer
 
-pytestmark = pytest.mark.slow
-
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract-admin-password"  # a throwaway test account
 REDIS_DB = 7
@@ -142,6 +140,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
+@pytest.mark.slow
 def test_every_operation_keeps_its_documented_contract(contract_api: ContractApi) -> None:
     schema = schemathesis.openapi.from_url(f"{contract_api.url}/openapi.json")
     operations = _operations(schema)
