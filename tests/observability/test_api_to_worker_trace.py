@@ -13,7 +13,9 @@ import orjson
 import pytest
 
 from tests.components.jaeger import JaegerServer
-from tests.observability.conftest import REPO_ROOT, STOREFRONT, StorefrontFactory
+from tests.components.process import REPO_ROOT
+from tests.components.storefront import STOREFRONT
+from tests.observability.conftest import StorefrontFactory
 
 pytestmark = [pytest.mark.jaeger, pytest.mark.redis, pytest.mark.slow]
 

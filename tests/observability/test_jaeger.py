@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.components.jaeger import JaegerServer
-from tests.observability.conftest import STOREFRONT, StorefrontFactory, StorefrontProcess
+from tests.components.storefront import STOREFRONT, StorefrontProcess
+from tests.observability.conftest import StorefrontFactory
 
 pytestmark = [pytest.mark.jaeger, pytest.mark.redis, pytest.mark.slow]
 

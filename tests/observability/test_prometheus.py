@@ -14,13 +14,8 @@ import httpx
 import pytest
 
 from tests.components.prometheus import PrometheusFactory, PrometheusServer
-from tests.observability.conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    StorefrontFactory,
-    StorefrontProcess,
-    png_bytes,
-)
+from tests.components.storefront import ADMIN_EMAIL, ADMIN_PASSWORD, StorefrontProcess
+from tests.observability.conftest import StorefrontFactory, png_bytes
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.jaeger, pytest.mark.redis, pytest.mark.slow]
 

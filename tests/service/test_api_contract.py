@@ -9,12 +9,10 @@ format. Generation is derandomized, so a run is reproducible and a failure names
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -29,13 +27,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.components.ports import free_port
 from tests.components.postgres import PostgresServer
-from tests.components.process import REPO_ROOT, clean_environment, start_process
 from tests.components.redis import RedisServer
+from tests.components.storefront import start_storefront
 
-ADMIN_EMAIL = "contract-admin@example.com"
-ADMIN_PASSWORD = "contract-admin-password"  # a throwaway test account
 REDIS_DB = 7
 EXAMPLES_PER_OPERATION = 25
 # Event streams answer with a stream that stays open: their own tests cover them.
@@ -60,50 +55,25 @@ def contract_api(
     tmp_path_factory: pytest.TempPathFactory,
     redis_server: RedisServer,
 ) -> Iterator[ContractApi]:
-    """``storefront api --migrate`` on a fresh database, with an admin account."""
-    workdir = tmp_path_factory.mktemp(f"contract-{request.param}")
+    """``storefront api`` on a fresh database, with an admin account."""
     postgres: PostgresServer | None = None
     database = ""
-    if request.param == "sqlite":
-        database_url = f"sqlite+aiosqlite:///{workdir / 'storefront.db'}"
-    else:
+    database_url = None  # SQLite in the work directory
+    if request.param == "postgres":
         postgres = request.getfixturevalue("postgres_server")
         database = postgres.create_database()
         database_url = postgres.url_for(database)
     with redis_server.client(REDIS_DB) as client:
         client.flushdb()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **clean_environment(),
-        "STOREFRONT_ENVIRONMENT": "test",
-        "STOREFRONT_JWT_SECRET": "contract-tests-secret-0123456789abcdef",
-        "STOREFRONT_DATABASE_URL": database_url,
-        "STOREFRONT_REDIS_URL": redis_server.url_for(REDIS_DB),
-        "STOREFRONT_DATA_DIR": str(workdir),
-        "STOREFRONT_LOG_FORMAT": "json",
-        "STOREFRONT_ADMIN_EMAIL": ADMIN_EMAIL,
-        "STOREFRONT_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    argv = [sys.executable, "-m", "service.cli", "api", "--migrate", "--port", str(port)]
-    process = start_process(
-        f"storefront api ({request.param})",
-        argv,
-        workdir / "api.log",
-        lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-        env=env,
-        cwd=REPO_ROOT,
+    service = start_storefront(
+        tmp_path_factory.mktemp(f"contract-{request.param}"),
+        redis_server.url_for(REDIS_DB),
+        database_url=database_url,
     )
     try:
-        token = httpx.post(
-            f"{url}/api/v1/auth/token",
-            data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-            timeout=10,
-        )
-        token.raise_for_status()
-        yield ContractApi(url, {"Authorization": f"Bearer {token.json()['access_token']}"})
+        yield ContractApi(service.url, {"Authorization": f"Bearer {service.admin_token()}"})
     finally:
-        process.stop()
+        service.stop()
         if postgres is not None:
             postgres.drop_database(database)
 
