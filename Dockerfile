@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # The Storefront application image: one image, several commands.
 #   docker run IMAGE                       -> storefront api (port 8000)
 #   docker run IMAGE worker                -> storefront worker (metrics on 9100)
