@@ -121,15 +121,16 @@ component() {
 
 # go build ... -o .tools/bin/NAME PACKAGE, atomically (a half-written binary never looks built).
 go_build_to() {
-    local name=$1
+    local out="$BIN/$1"
     shift
-    go build "${GO_BUILD_FLAGS[@]}" -o "$BIN/.$name.tmp" "$@" && mv -f "$BIN/.$name.tmp" "$BIN/$name"
+    mkdir -p "$(dirname "$out")" &&
+        go build "${GO_BUILD_FLAGS[@]}" -o "$out.tmp" "$@" && mv -f "$out.tmp" "$out"
 }
 
 # etcd: go.etcd.io/etcd/server/v3 has replace directives, so `go install` refuses it; build it
 # from a wrapper module whose main calls etcdmain.Main like etcd's own server/main.go.
 build_etcd() {
-    local v=$1 dir="$SRC/etcd-$1"
+    local v=$1 out=${2:-etcd} dir="$SRC/etcd-$1"
     rm -rf "$dir" && mkdir -p "$dir" || return 1
     cat >"$dir/go.mod" <<EOF
 module storefront.local/tools/etcd
@@ -158,15 +159,17 @@ func main() {
 	etcdmain.Main(os.Args)
 }
 EOF
-    (cd "$dir" && go mod tidy && go_build_to etcd -ldflags "-s -w" .)
+    (cd "$dir" && go mod tidy && go_build_to "$out" -ldflags "-s -w" .)
 }
 
 # Wrapper module for k8s.io/kubernetes: its go.mod replaces every staging module with
 # ./staging/src/k8s.io/X, which we turn into k8s.io/X => k8s.io/X $KUBERNETES_STAGING_VERSION.
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm kube-proxy)
 prepare_kubernetes() {
     local v=$KUBERNETES_VERSION sv=$KUBERNETES_STAGING_VERSION
-    local dir="$SRC/kubernetes-$v" gomod replaces
-    [[ -f "$dir/.ready-$sv" ]] && return 0
+    local dir="$SRC/kubernetes-$v" gomod replaces ready cmd
+    ready="$dir/.ready-$sv-$(printf '%s\n' "${KUBE_COMMANDS[@]}" | sha256sum | cut -c1-8)"
+    [[ -f $ready ]] && return 0
     rm -rf "$dir" && mkdir -p "$dir" || return 1
     gomod=$(module_gomod k8s.io/kubernetes "$v")
     [[ -f "$gomod" ]] || return 1
@@ -186,32 +189,26 @@ replace (
 $replaces
 )
 EOF
-    cat >"$dir/tools.go" <<'EOF'
-//go:build tools
-
-// Package tools pins the k8s.io/kubernetes commands built by scripts/tools.sh.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-EOF
-    (cd "$dir" && go mod tidy) && touch "$dir/.ready-$sv"
+    {
+        printf '//go:build tools\n\n'
+        printf '// Package tools pins the k8s.io/kubernetes commands built by scripts/tools.sh.\n'
+        printf 'package tools\n\nimport (\n'
+        for cmd in "${KUBE_COMMANDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+        printf ')\n'
+    } >"$dir/tools.go"
+    (cd "$dir" && go mod tidy) && touch "$ready"
 }
 
-# build_kube VERSION CMD: one of the k8s.io/kubernetes/cmd/* binaries, version-stamped.
+# build_kube VERSION CMD [OUT]: one of the k8s.io/kubernetes/cmd/* binaries, version-stamped.
 build_kube() {
-    local v=$1 cmd=$2 ldflags="-s -w" pkg minor
+    local v=$1 cmd=$2 out=${3:-$2} ldflags="-s -w" pkg minor
     prepare_kubernetes || return 1
     minor=$(cut -d. -f2 <<<"$v")
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     done
-    (cd "$SRC/kubernetes-$v" && go_build_to "$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd")
+    (cd "$SRC/kubernetes-$v" && go_build_to "$out" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd")
 }
 
 # helm: plain `go install`, with the ldflags of helm's Makefile (version, k8s version for lint
@@ -233,12 +230,14 @@ build_helm() {
         "helm.sh/helm/v3/cmd/helm@$v")
 }
 
-# jaeger v2 (cmd/jaeger): its go.mod has a replace directive, so build it from a wrapper module
-# that copies jaeger's non-local replace directives and tracks the command with `go get -tool`.
-build_jaeger() {
-    local v=$1 dir="$SRC/jaeger-$1" gomod replaces
+# build_tool_module NAME MODULE VERSION PACKAGE OUT LDFLAGS: a command whose module has replace
+# directives (which `go install` refuses), from a wrapper module that copies the non-local ones
+# and tracks the command with `go get -tool`.
+build_tool_module() {
+    local name=$1 module=$2 v=$3 package=$4 out=$5 ldflags=$6 dir gomod replaces
+    dir="$SRC/$name-$v"
     rm -rf "$dir" && mkdir -p "$dir" || return 1
-    gomod=$(module_gomod github.com/jaegertracing/jaeger "$v")
+    gomod=$(module_gomod "$module" "$v")
     [[ -f "$gomod" ]] || return 1
     replaces=$(awk '
         /^replace[[:space:]]*\(/ { block = 1; next }
@@ -247,13 +246,17 @@ build_jaeger() {
         /^replace[[:space:]]/ { sub(/^replace[[:space:]]+/, ""); print }
     ' "$gomod" | grep -v '=>[[:space:]]*\.' | sed 's/^[[:space:]]*/\t/')
     {
-        printf 'module storefront.local/tools/jaeger\n\ngo %s\n' "$(go_version)"
+        printf 'module storefront.local/tools/%s\n\ngo %s\n' "$name" "$(go_version)"
         [[ -n "$replaces" ]] && printf '\nreplace (\n%s\n)\n' "$replaces"
     } >"$dir/go.mod"
-    (cd "$dir" && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$v" &&
-        go_build_to jaeger \
-            -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$v" \
-            github.com/jaegertracing/jaeger/cmd/jaeger)
+    (cd "$dir" && go get -tool "$package@$v" && go_build_to "$out" -ldflags "$ldflags" "$package")
+}
+
+# jaeger v2 (cmd/jaeger).
+build_jaeger() {
+    build_tool_module jaeger github.com/jaegertracing/jaeger "$1" \
+        github.com/jaegertracing/jaeger/cmd/jaeger jaeger \
+        "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$1"
 }
 
 # kwok (optional): fake nodes for a control plane without kubelets. kwok needs Stage configs:
@@ -275,11 +278,76 @@ build_kwok() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The kind cluster's own binaries (kind itself on PATH; the node's in .tools/bin/node)
+# ---------------------------------------------------------------------------------------------
+build_kind() {
+    (cd "$SRC" && GOBIN="$BIN" go install "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" \
+        "sigs.k8s.io/kind@$1")
+}
+
+build_crictl() {
+    (cd "$SRC" && GOBIN="$BIN/node" go install "${GO_BUILD_FLAGS[@]}" \
+        -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${1#v}" \
+        "sigs.k8s.io/cri-tools/cmd/crictl@$1")
+}
+
+# CoreDNS with only a cluster's plugins (kind/coredns/main.go), in a wrapper module.
+build_coredns() {
+    local v=$1 dir="$SRC/coredns-$1"
+    rm -rf "$dir" && mkdir -p "$dir" || return 1
+    cp "$ROOT/kind/coredns/main.go" "$dir/"
+    printf 'module storefront.local/tools/coredns\n\ngo %s\n\nrequire github.com/coredns/coredns %s\n' \
+        "$(go_version)" "$v" >"$dir/go.mod"
+    (cd "$dir" && go mod tidy && go_build_to node/coredns \
+        -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" .)
+}
+
+build_metrics_server() {
+    build_tool_module metrics-server sigs.k8s.io/metrics-server "$1" \
+        sigs.k8s.io/metrics-server/cmd/metrics-server node/metrics-server \
+        "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$1"
+}
+
+# Prometheus for the cluster, with only the service discovery a cluster needs (Kubernetes; the
+# file, HTTP and static ones are always in): upstream's build tags for a smaller binary.
+build_prometheus() {
+    local ldflags="-s -w"
+    ldflags+=" -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
+    ldflags+=" -X github.com/prometheus/common/version.Branch=release"
+    (cd "$SRC" && GOBIN="$BIN/images" go install "${GO_BUILD_FLAGS[@]}" \
+        -tags remove_all_sd,enable_kubernetes_sd -ldflags "$ldflags" \
+        "github.com/prometheus/prometheus/cmd/prometheus@$1")
+}
+
+# The static pause binary, from the C source in the k8s.io/kubernetes module (as upstream).
+build_pause() {
+    local v=$1 source
+    source="$(module_field Dir k8s.io/kubernetes "$KUBERNETES_VERSION")/build/pause/linux/pause.c"
+    [[ -f $source ]] || return 1
+    mkdir -p "$BIN/node" &&
+        gcc -Os -Wall -Werror -static -DVERSION="v$v" -o "$BIN/node/pause.tmp" "$source" &&
+        strip "$BIN/node/pause.tmp" && mv -f "$BIN/node/pause.tmp" "$BIN/node/pause"
+}
+
+# Docker, then the images the kind cluster runs: its node image and the backing services.
+kind_images() {
+    local start=$SECONDS
+    if ! bash "$ROOT/scripts/docker/engine.sh"; then
+        log "docker: no usable engine; the kind cluster, its images and the kind tests need one"
+        FAILED_REQUIRED+=("docker")
+        return 0
+    fi
+    bash "$ROOT/scripts/kind-node.sh" || FAILED_REQUIRED+=("kind node image")
+    bash "$ROOT/scripts/images.sh" services || FAILED_REQUIRED+=("service images")
+    log "images ready in $((SECONDS - start))s"
+}
+
+# ---------------------------------------------------------------------------------------------
 main() {
     local start=$SECONDS
     install_packages
     if ! command -v go >/dev/null 2>&1; then
-        log "go: not found on PATH; cannot build etcd, kubernetes, helm, jaeger, kwok"
+        log "go: not found on PATH; cannot build etcd, kubernetes, helm, jaeger, kwok, kind"
         exit 1
     fi
     # Most needed first: the control plane, then helm and jaeger, then the rest.
@@ -292,6 +360,20 @@ main() {
         build_kube kube-controller-manager
     component kube-scheduler "$KUBERNETES_VERSION" required kube-scheduler build_kube kube-scheduler
     component kwok "$KWOK_VERSION" optional kwok build_kwok
+    # The kind cluster: kind, the node's binaries, then (with Docker) every image it runs.
+    component kind "$KIND_VERSION" required kind build_kind
+    component kubelet "$KUBERNETES_VERSION" required node/kubelet build_kube kubelet node/kubelet
+    component kubeadm "$KUBERNETES_VERSION" required node/kubeadm build_kube kubeadm node/kubeadm
+    component kube-proxy "$KUBERNETES_VERSION" required node/kube-proxy \
+        build_kube kube-proxy node/kube-proxy
+    component crictl "$CRICTL_VERSION" required node/crictl build_crictl
+    component node-etcd "$NODE_ETCD_VERSION" required node/etcd build_etcd node/etcd
+    component coredns "$NODE_COREDNS_VERSION" required node/coredns build_coredns
+    component pause "$NODE_PAUSE_VERSION" required node/pause build_pause
+    component metrics-server "$METRICS_SERVER_VERSION" required node/metrics-server \
+        build_metrics_server
+    component prometheus "$PROMETHEUS_MODULE_VERSION" required images/prometheus build_prometheus
+    kind_images
 
     log "done in $((SECONDS - start))s; binaries in ${BIN#"$ROOT"/}"
     if ((${#FAILED_OPTIONAL[@]})); then
