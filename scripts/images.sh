@@ -4,7 +4,8 @@
 # Usage: bash scripts/images.sh [--tag TAG] TARGET...
 #   app        ghcr.io/storefront/storefront:TAG           (Dockerfile)
 #   operator   ghcr.io/storefront/storefront-operator:TAG  (operator/Dockerfile)
-#   services   PostgreSQL, Redis, Prometheus and Jaeger images for the kind cluster (images/)
+#   services   PostgreSQL, Redis (Debian's packages), Prometheus and Jaeger (binaries `make tools`
+#              builds) images for the kind cluster (images/)
 #
 # The Storefront images build FROM python:3.11-slim-bookworm when it can be had (present, or
 # pulled); otherwise FROM storefront.local/python:3.11-bookworm, made here from Debian packages:
@@ -50,7 +51,8 @@ build_services() {
     local debian=(--build-arg "DEBIAN_IMAGE=$LOCAL_DEBIAN_IMAGE")
     build_from_dir "$POSTGRES_IMAGE" "$ROOT/images/postgres" "${debian[@]}"
     build_from_dir "$REDIS_IMAGE" "$ROOT/images/redis" "${debian[@]}"
-    build_from_dir "$PROMETHEUS_IMAGE" "$ROOT/images/prometheus" "${debian[@]}"
+    build_with_binaries "$PROMETHEUS_IMAGE" "$ROOT/images/prometheus" \
+        "$ROOT/.tools/bin/images/prometheus"
     build_with_binaries "$JAEGER_IMAGE" "$ROOT/images/jaeger" "$ROOT/.tools/bin/jaeger"
 }
 
