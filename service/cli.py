@@ -54,12 +54,24 @@ def version() -> None:
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the database to accept connections.", min=0),
+    ] = 60,
 ) -> None:
     """Apply database migrations to STOREFRONT_DATABASE_URL (or the embedded SQLite file)."""
-    from service.migrations import upgrade
+    from service.migrations import DatabaseUnreachable, upgrade, wait_for_database
 
     settings = settings_or_exit()
-    with err.status(f"Migrating {settings.resolved_database_url.split('@')[-1]} to {revision}"):
+    where = settings.resolved_database_url.split("@")[-1]
+    try:
+        with err.status(f"Waiting for the database at {where}"):
+            wait_for_database(settings, timeout=wait)
+    except DatabaseUnreachable as exc:
+        err.print(f"[red]storefront: no database at {where} after {wait:g} s:[/] {exc}",
+                  highlight=False)  # fmt: skip
+        raise typer.Exit(1) from None
+    with err.status(f"Migrating {where} to {revision}"):
         upgrade(settings, revision)
     err.print(f"[green]Database at {revision}.[/]")
 
