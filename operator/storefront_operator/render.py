@@ -498,6 +498,11 @@ def api_hpa(name: str, namespace: str, spec: StorefrontSpec) -> Manifest:
             },
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                }
+            },
             "metrics": [
                 {
                     "type": "Resource",

@@ -114,6 +114,13 @@ class ApiAutoscaling(_Model):
     target_cpu_utilization_percentage: int = Field(
         70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
+    scale_down_stabilization_seconds: int = Field(
+        300,
+        ge=0,
+        le=3600,
+        description="How long load must stay low before pods are removed (the HPA's "
+        "behavior.scaleDown.stabilizationWindowSeconds; Kubernetes' default is 300).",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ApiAutoscaling:

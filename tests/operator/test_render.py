@@ -285,7 +285,14 @@ def test_api_autoscaling_renders_hpa_and_leaves_replicas_to_it() -> None:
         "name": "demo-api",
     }
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert "replicas" not in got[("Deployment", "demo-api")]["spec"]
+
+
+def test_api_scale_down_waits_for_the_configured_stabilization_window() -> None:
+    scaling = {"enabled": True, "scaleDownStabilizationSeconds": 30}
+    hpa = children(spec_of(api={"autoscaling": scaling}))[("HorizontalPodAutoscaler", "demo-api")]
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
 
 
 def test_pdb_only_when_several_api_replicas() -> None:
