@@ -75,7 +75,7 @@ def test_default_values_render_a_cluster_wide_operator(render: Render) -> None:
     manifests = render("default")
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "Pod"]
         + ["ConfigMap"] * 3
     )
     container = _container(manifests)
@@ -113,6 +113,25 @@ def test_operator_deployment_is_hardened_and_probed(render: Render) -> None:
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
     assert container["resources"]["limits"] == {"memory": "256Mi"}
+
+
+def test_helm_test_checks_health_and_metrics_through_the_service(render: Render) -> None:
+    manifests = render("default")
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(manifests, "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"metrics": 9090, "health": 8080}
+    # Not behind the Service itself: its labels must not match the Service's selector.
+    selector = service["spec"]["selector"].items()
+    assert not selector <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SERVICE"] == f"http://{service['metadata']['name']}.storefront-system.svc"
+    assert (env["HEALTH_PORT"], env["METRICS_PORT"]) == ("8080", "9090")
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["image"] == _container(manifests)["image"]
 
 
 def test_image_digest_wins_over_the_tag(render: Render) -> None:
