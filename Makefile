@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help install dev test test-components test-fast lint typecheck format tools bench bench-quick clean \
-	generate check-generated dashboards check-dashboards previews chart-lint kind-e2e kind-down
+.PHONY: help install dev test test-components test-fast lint typecheck format tools images bench \
+	bench-quick clean generate check-generated dashboards check-dashboards previews chart-lint kind-up \
+	kind-e2e kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,8 +25,11 @@ install: $(STAMP) ## Create the virtual environment and install Storefront with 
 dev: install ## Run API, worker and scheduler on SQLite and embedded Redis (http://127.0.0.1:8000)
 	$(BIN)/storefront dev --port 8000
 
-tools: ## Install or build every real component the tests use (idempotent)
+tools: ## Install or build every real component the tests use, Docker and the kind images included (idempotent)
 	bash scripts/tools.sh
+
+images: ## Build the Storefront and operator images (TAG=0.1.0 by default; offline: a base made here)
+	bash scripts/images.sh --tag $(TAG) app operator
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -43,8 +48,8 @@ test: install tools lint typecheck check-generated ## Everything: lint, types, a
 test-components: install tools ## Smoke-test every real component fixture (a query each)
 	$(BIN)/pytest tests/components -q
 
-test-fast: install ## The suite without cluster, Jaeger and slow tests (inner loop)
-	$(BIN)/pytest -m "not cluster and not slow and not jaeger and not helm"
+test-fast: install ## The suite without cluster, kind, Docker, Jaeger and slow tests (inner loop)
+	$(BIN)/pytest -m "not cluster and not slow and not jaeger and not helm and not docker and not kind"
 
 bench: install tools ## Benchmarks against their baselines, side by side
 	$(BIN)/python -m bench
@@ -73,10 +78,14 @@ previews: install ## PNG previews of the dashboards from a running Prometheus (P
 chart-lint: tools ## helm lint --strict the chart
 	helm lint --strict charts/storefront
 
-kind-e2e: install ## End to end on a local kind cluster (needs Docker, kind, kubectl, helm)
-	bash scripts/kind-e2e.sh
+kind-up: install ## A kind cluster with Prometheus, Jaeger and metrics-server, the images loaded (TAG=)
+	bash scripts/images.sh --tag $(TAG) app operator
+	TAG=$(TAG) bash scripts/kind-up.sh
 
-kind-down: ## Delete the kind-e2e cluster
+kind-e2e: install tools ## The user's whole path on a kind cluster: Helm, a Storefront, traffic, scaling, upgrade
+	$(BIN)/pytest -m kind tests/kind
+
+kind-down: ## Delete the kind cluster (kind-up's, or one the e2e kept with STOREFRONT_KIND_KEEP=1)
 	bash scripts/kind-down.sh
 
 clean: ## Remove the virtual environment, caches and local data (keeps .tools)

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Undo scripts/kind-e2e.sh: stop its port-forwards, delete its kind cluster and local state.
-# Settings: CLUSTER=storefront (the cluster to delete).
+# Undo scripts/kind-up.sh: stop the port-forwards the tests left, delete the kind cluster and its
+# local state. The Docker network and its DOCKER-USER rule stay for the next cluster.
+# Settings: CLUSTER=storefront-e2e (the cluster to delete).
 set -Eeuo pipefail
 
-CLUSTER="${CLUSTER:-storefront}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="${ROOT}/.storefront/kind-${CLUSTER}"
+# shellcheck source=scripts/lib/kind.sh
+source "$ROOT/scripts/lib/kind.sh"
 
-if [[ -f "${STATE}/port-forwards" ]]; then
-  while read -r pid; do
-    kill "${pid}" 2> /dev/null || true
-  done < "${STATE}/port-forwards"
+if [[ -f "$STATE/port-forwards" ]]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$STATE/port-forwards"
 fi
-if command -v kind > /dev/null && kind get clusters 2> /dev/null | grep -qx "${CLUSTER}"; then
-  echo "deleting kind cluster ${CLUSTER}" >&2
-  kind delete cluster --name "${CLUSTER}"
+if command -v kind >/dev/null && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    log "deleting kind cluster $CLUSTER"
+    kind delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
 else
-  echo "no kind cluster ${CLUSTER}" >&2
+    log "no kind cluster $CLUSTER"
 fi
-rm -rf "${STATE}"
+rm -rf "$STATE"

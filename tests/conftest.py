@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.components.jaeger",
     "tests.components.kube",
     "tests.components.helm",
+    "tests.components.kind",
 ]
 
 

@@ -539,13 +539,17 @@ def kube_cluster(
 def wait_for(
     predicate: Any, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"
 ) -> Any:
-    """Poll `predicate()` until it returns a truthy value (returned); TimeoutError otherwise."""
+    """Poll `predicate()` until it returns a truthy value (returned); TimeoutError otherwise,
+    naming the last value or error seen."""
     deadline = time.monotonic() + timeout
+    last: Any = None
     while True:
-        with contextlib.suppress(Exception):
-            value = predicate()
-            if value:
-                return value
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met after {timeout}s")
+            raise TimeoutError(f"{what} not met after {timeout}s (last: {last!r})"[:4000])
         time.sleep(interval)

@@ -1,0 +1,47 @@
+"""Install: `helm install` brings up the operator and `helm test` passes; the example Storefront
+becomes Ready with real pods, its migrations run by the migration Job."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.components.kind import KindCluster
+from tests.kind.conftest import OPERATOR_NAMESPACE, Shop, condition, running_and_ready
+
+pytestmark = pytest.mark.kind
+
+
+def test_the_operator_is_ready_and_helm_test_passes(
+    kind_cluster: KindCluster, operator_release: str
+) -> None:
+    deployment = kind_cluster.get("deployment", "storefront", OPERATOR_NAMESPACE)
+    assert condition(deployment, "Available")["status"] == "True"
+    output = kind_cluster.helm(
+        "test", operator_release, "--namespace", OPERATOR_NAMESPACE, "--logs", "--timeout", "3m"
+    )
+    assert "Phase:          Succeeded" in output, output
+
+
+def test_the_migration_job_ran_the_migrations(shop: Shop) -> None:
+    job_name = shop.status()["migration"]
+    job = shop.cluster.get("job", job_name, shop.namespace)
+    assert job["status"].get("succeeded") == 1
+    logs = shop.cluster.kubectl("logs", "--namespace", shop.namespace, f"job/{job_name}")
+    assert "Database at head." in logs, logs
+
+
+def test_api_worker_and_scheduler_pods_are_running_and_ready(shop: Shop) -> None:
+    expected = {"api": 2, "worker": 1, "scheduler": 1, "postgres": 1, "redis": 1}
+    for component, count in expected.items():
+        pods = [p for p in shop.pods(component) if running_and_ready(p)]
+        assert len(pods) == count, (
+            component,
+            [p["metadata"]["name"] for p in shop.pods(component)],
+        )
+
+
+def test_kubectl_get_sf_shows_it_ready(kind_cluster: KindCluster, shop: Shop) -> None:
+    table = kind_cluster.kubectl("get", "sf", "--namespace", shop.namespace)
+    header, row = table.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    assert columns["NAME"] == shop.name and columns["READY"] == "True", table
