@@ -73,13 +73,30 @@ def selector_labels(name: str, component: str) -> dict[str, str]:
     }
 
 
-def labels(name: str, component: str, spec: StorefrontSpec) -> dict[str, str]:
+def labels(
+    name: str, component: str, spec: StorefrontSpec, image: str | None = None
+) -> dict[str, str]:
+    """Standard labels; the version is Storefront's image tag, or that of `image` for a
+    component running another image (managed PostgreSQL and Redis), whose pods must not be
+    replaced when only Storefront's version changes."""
     return {
         **selector_labels(name, component),
         "app.kubernetes.io/managed-by": MANAGER,
         "app.kubernetes.io/part-of": APP_NAME,
-        "app.kubernetes.io/version": spec.image.tag.removeprefix("sha256:")[:63],
+        "app.kubernetes.io/version": image_version(image) if image else _label(spec.image.tag),
     }
+
+
+def image_version(reference: str) -> str:
+    """The tag (or digest) of an image reference, as a label value."""
+    if "@" in reference:
+        return _label(reference.rsplit("@", 1)[1].removeprefix("sha256:"))
+    name, _, tag = reference.rpartition(":")
+    return _label(tag) if name and "/" not in tag else "latest"
+
+
+def _label(value: str) -> str:
+    return value.removeprefix("sha256:")[:63]
 
 
 def instance_selector(name: str) -> dict[str, str]:
@@ -625,9 +642,10 @@ def managed_postgres(name: str, namespace: str, spec: StorefrontSpec) -> list[Ma
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    image = spec.database.managed_image
     return [
-        _backing_deployment(name, namespace, spec, component, pod),
-        _backing_service(name, namespace, spec, component, POSTGRES_PORT),
+        _backing_deployment(name, namespace, spec, component, image, pod),
+        _backing_service(name, namespace, spec, component, image, POSTGRES_PORT),
     ]
 
 
@@ -652,14 +670,15 @@ def managed_redis(name: str, namespace: str, spec: StorefrontSpec) -> list[Manif
         "containers": [container],
         "volumes": [{"name": "data", "emptyDir": {}}],
     }
+    image = spec.redis.managed_image
     return [
-        _backing_deployment(name, namespace, spec, component, pod),
-        _backing_service(name, namespace, spec, component, REDIS_PORT),
+        _backing_deployment(name, namespace, spec, component, image, pod),
+        _backing_service(name, namespace, spec, component, image, REDIS_PORT),
     ]
 
 
 def _backing_deployment(
-    name: str, namespace: str, spec: StorefrontSpec, component: str, pod: Manifest
+    name: str, namespace: str, spec: StorefrontSpec, component: str, image: str, pod: Manifest
 ) -> Manifest:
     return {
         "apiVersion": "apps/v1",
@@ -667,19 +686,22 @@ def _backing_deployment(
         "metadata": {
             "name": child_name(name, component),
             "namespace": namespace,
-            "labels": labels(name, component, spec),
+            "labels": labels(name, component, spec, image),
         },
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector_labels(name, component)},
-            "template": {"metadata": {"labels": labels(name, component, spec)}, "spec": pod},
+            "template": {
+                "metadata": {"labels": labels(name, component, spec, image)},
+                "spec": pod,
+            },
         },
     }
 
 
 def _backing_service(
-    name: str, namespace: str, spec: StorefrontSpec, component: str, port: int
+    name: str, namespace: str, spec: StorefrontSpec, component: str, image: str, port: int
 ) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -687,7 +709,7 @@ def _backing_service(
         "metadata": {
             "name": child_name(name, component),
             "namespace": namespace,
-            "labels": labels(name, component, spec),
+            "labels": labels(name, component, spec, image),
         },
         "spec": {
             "type": "ClusterIP",

@@ -10,6 +10,7 @@ import pytest
 from storefront_operator.render import (
     CONFIG_HASH_ANNOTATION,
     RenderContext,
+    image_version,
     load_dashboards,
     migration_job_name,
     render,
@@ -214,6 +215,36 @@ def test_managed_backing_services() -> None:
         "@demo-postgres.shop.svc:5432/storefront"
     )
     assert env["STOREFRONT_REDIS_URL"]["value"] == "redis://demo-redis.shop.svc:6379/0"
+
+
+def test_a_new_storefront_image_leaves_the_managed_database_and_redis_pods_alone() -> None:
+    """Their pods carry their own image's version: a Storefront upgrade that changed their pod
+    template would recreate them, and the development database's data with them."""
+    backing = {"database": {"managed": True}, "redis": {"managed": True}}
+
+    def templates(tag: str) -> dict[str, dict[str, object]]:
+        got = children(parse_spec({**backing, "image": {"tag": tag}}))
+        return {
+            c: got[("Deployment", f"demo-{c}")]["spec"]["template"] for c in ("postgres", "redis")
+        }
+
+    assert templates("1.0.0") == templates("1.1.0")
+    labels = templates("1.0.0")["postgres"]["metadata"]["labels"]  # type: ignore[index]
+    assert labels["app.kubernetes.io/version"] == "16-alpine"
+
+
+@pytest.mark.parametrize(
+    ("reference", "version"),
+    [
+        ("postgres:16-alpine", "16-alpine"),
+        ("registry:5000/redis:7.0", "7.0"),
+        ("registry:5000/redis", "latest"),
+        ("redis", "latest"),
+        ("redis@sha256:" + "a" * 64, "a" * 63),
+    ],
+)
+def test_image_version_label(reference: str, version: str) -> None:
+    assert image_version(reference) == version
 
 
 def test_user_env_overrides_ours_without_duplicates() -> None:
