@@ -4,6 +4,7 @@
 # Usage: bash scripts/images.sh [--tag TAG] TARGET...
 #   app        ghcr.io/storefront/storefront:TAG           (Dockerfile)
 #   operator   ghcr.io/storefront/storefront-operator:TAG  (operator/Dockerfile)
+#   base       the base of those two (below), made ahead of them
 #   services   PostgreSQL, Redis (Debian's packages), Prometheus and Jaeger (binaries `make tools`
 #              builds) images for the kind cluster (images/)
 #
@@ -21,7 +22,8 @@ source "$ROOT/scripts/tool-versions.env"
 # shellcheck source=scripts/lib/images.sh
 source "$ROOT/scripts/lib/images.sh"
 
-TAG=${TAG:-dev}
+# The default tag is the package's version, which the chart and the CRD default to.
+TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")}
 PUBLIC_PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # The base of the Storefront images: the user's choice, the public image, or one made here.
@@ -64,8 +66,9 @@ main() {
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
         app) build_storefront Dockerfile "$APP_REPOSITORY:$TAG"; shift ;;
         operator) build_storefront operator/Dockerfile "$OPERATOR_REPOSITORY:$TAG"; shift ;;
+        base) log "base of the Storefront images: $(python_image)"; shift ;;
         services) build_services; shift ;;
-        *) die "unknown target $1 (app, operator, services; --help)" ;;
+        *) die "unknown target $1 (app, operator, base, services; --help)" ;;
         esac
     done
 }

@@ -329,17 +329,34 @@ build_pause() {
         strip "$BIN/node/pause.tmp" && mv -f "$BIN/node/pause.tmp" "$BIN/node/pause"
 }
 
-# Docker, then the images the kind cluster runs: its node image and the backing services.
-kind_images() {
+# Docker, and the images that need no Go binary (the bases, then the Storefront images, which
+# warms Docker's cache for the tests' builds), in the background while Go compiles: the one
+# waits on the network, the other on the CPU.
+start_docker_images() {
+    DOCKER_LOG="$LOGS/docker-images.log"
+    log "docker: engine, base and Storefront images in the background (log: ${DOCKER_LOG#"$ROOT"/})"
+    (
+        set -e
+        bash "$ROOT/scripts/docker/engine.sh"
+        bash "$ROOT/scripts/images.sh" base app operator
+    ) >"$DOCKER_LOG" 2>&1 &
+    DOCKER_PID=$!
+}
+
+# Once the Go binaries are there: the kind node image and the backing services' images.
+finish_docker_images() {
     local start=$SECONDS
-    if ! bash "$ROOT/scripts/docker/engine.sh"; then
-        log "docker: no usable engine; the kind cluster, its images and the kind tests need one"
+    if ! wait "$DOCKER_PID"; then
+        log "docker: FAILED; last lines of ${DOCKER_LOG#"$ROOT"/}:"
+        tail -n 15 "$DOCKER_LOG" | sed 's/^/    /'
+        log "the kind cluster, its images and the kind tests need a Docker engine"
         FAILED_REQUIRED+=("docker")
         return 0
     fi
+    grep -E '^\[(docker|images)\]' "$DOCKER_LOG" | sed 's/^/    /'
     bash "$ROOT/scripts/kind-node.sh" || FAILED_REQUIRED+=("kind node image")
     bash "$ROOT/scripts/images.sh" services || FAILED_REQUIRED+=("service images")
-    log "images ready in $((SECONDS - start))s"
+    log "images ready $((SECONDS - start))s after the Go builds"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +367,7 @@ main() {
         log "go: not found on PATH; cannot build etcd, kubernetes, helm, jaeger, kwok, kind"
         exit 1
     fi
+    start_docker_images
     # Most needed first: the control plane, then helm and jaeger, then the rest.
     component etcd "$ETCD_VERSION" required etcd build_etcd
     component kube-apiserver "$KUBERNETES_VERSION" required kube-apiserver build_kube kube-apiserver
@@ -373,7 +391,7 @@ main() {
     component metrics-server "$METRICS_SERVER_VERSION" required node/metrics-server \
         build_metrics_server
     component prometheus "$PROMETHEUS_MODULE_VERSION" required images/prometheus build_prometheus
-    kind_images
+    finish_docker_images
 
     log "done in $((SECONDS - start))s; binaries in ${BIN#"$ROOT"/}"
     if ((${#FAILED_OPTIONAL[@]})); then
