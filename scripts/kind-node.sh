@@ -8,7 +8,8 @@
 #      metrics-server; each from a binary in .tools/bin built at the pinned version.
 #   2. The node's base: kind/node/Dockerfile with kind's own files from its Go module.
 #   3. The node: the base with kubeadm, kubelet and kubectl, kind's manifests, a static bridge CNI,
-#      and every image of step 1 imported into containerd's k8s.io namespace, committed.
+#      and every image of step 1 and the service images (scripts/images.sh services, built
+#      first) imported into containerd's k8s.io namespace, committed.
 # Each image is rebuilt only when what it is built from changes. Usage: bash scripts/kind-node.sh
 set -euo pipefail
 
@@ -87,9 +88,12 @@ build_kind_base() {
     rm -rf "$context"
 }
 
+# Preloaded: kubeadm's, metrics-server, and the backing services' images made here, so a new
+# cluster has them without a `kind load` of its own (the Storefront images change too often).
 node_images() {
     control_plane_images
-    echo "$METRICS_SERVER_IMAGE"
+    printf '%s\n' "$METRICS_SERVER_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE" \
+        "$JAEGER_IMAGE"
 }
 
 build_node() {
@@ -148,8 +152,11 @@ assemble_node() {
 }
 
 main() {
-    local start=$SECONDS
+    local start=$SECONDS image
     check_kubeadm_images
+    for image in "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE" "$JAEGER_IMAGE"; do
+        image_id "$image" >/dev/null || die "$image is missing: scripts/images.sh services first"
+    done
     build_local_debian
     build_component_images
     build_kind_base

@@ -354,8 +354,11 @@ finish_docker_images() {
         return 0
     fi
     grep -E '^\[(docker|images)\]' "$DOCKER_LOG" | sed 's/^/    /'
-    bash "$ROOT/scripts/kind-node.sh" || FAILED_REQUIRED+=("kind node image")
-    bash "$ROOT/scripts/images.sh" services || FAILED_REQUIRED+=("service images")
+    if bash "$ROOT/scripts/images.sh" services; then
+        bash "$ROOT/scripts/kind-node.sh" || FAILED_REQUIRED+=("kind node image")
+    else
+        FAILED_REQUIRED+=("service images" "kind node image")
+    fi
     log "images ready $((SECONDS - start))s after the Go builds"
 }
 

@@ -372,14 +372,22 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
 
 @pytest.fixture
 def kube_namespace(kube_apiserver: KubeAPIServer) -> Iterator[str]:
-    """A fresh namespace (test-<hex>) for this test, deleted afterwards."""
+    """A fresh namespace (test-<hex>) for this test, deleted afterwards. Pod Security Admission
+    enforces the `restricted` profile in it, as a hardened cluster would: every pod the chart
+    or the operator makes there must pass it."""
     from kubernetes import client
 
     name = f"test-{uuid.uuid4().hex[:10]}"
     api_client = kube_apiserver.api_client()
     core = client.CoreV1Api(api_client)
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
     try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+        )
         yield name
     finally:
         with contextlib.suppress(Exception):

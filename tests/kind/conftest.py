@@ -5,6 +5,7 @@ Ready with real pods. Each fixture is one step a user takes; the tests check wha
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import secrets
@@ -83,6 +84,22 @@ def storefront_manifest(images: str, tag: str) -> dict[str, Any]:
     return manifest
 
 
+def restricted_namespace(name: str) -> dict[str, Any]:
+    """A namespace where Pod Security Admission enforces the `restricted` profile: every pod
+    Storefront's chart and operator create must be admitted there."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
 @dataclass(frozen=True)
 class Shop:
     """The Ready Storefront `shop/shop` and its administrator."""
@@ -103,6 +120,10 @@ class Shop:
 
     def admin_headers(self, api: httpx.Client) -> dict[str, str]:
         return login(api, self.admin_email, self.admin_password)
+
+    def api(self) -> contextlib.AbstractContextManager[str]:
+        """The API's base URL through `kubectl port-forward service/<name>-api` (one pod)."""
+        return self.cluster.port_forward(self.namespace, f"service/{self.name}-api", 80)
 
 
 def login(api: httpx.Client, email: str, password: str) -> dict[str, str]:
@@ -141,6 +162,7 @@ def explain(cluster: KindCluster, namespace: str) -> str:
 def operator_release(kind_cluster: KindCluster) -> str:
     """`helm install` of the chart with the operator image built here; waits for it."""
     versions = tool_versions()
+    kind_cluster.apply(restricted_namespace(OPERATOR_NAMESPACE))
     kind_cluster.helm(
         "upgrade",
         "--install",
@@ -148,7 +170,6 @@ def operator_release(kind_cluster: KindCluster) -> str:
         str(CHART),
         "--namespace",
         OPERATOR_NAMESPACE,
-        "--create-namespace",
         "--wait",
         "--timeout",
         "5m",
@@ -173,7 +194,7 @@ def shop(kind_cluster: KindCluster, operator_release: str) -> Iterator[Shop]:
         else secrets.token_urlsafe(16)
     )
     kind_cluster.apply(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        restricted_namespace(NAMESPACE),
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -273,6 +294,7 @@ def start_traffic(
             "metadata": {"name": name, "namespace": shop.namespace},
             "spec": {
                 "backoffLimit": 0,
+                "ttlSecondsAfterFinished": 600,
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
@@ -322,7 +344,7 @@ def start_traffic(
 def api_url(kind_cluster: KindCluster, shop: Shop) -> Iterator[str]:
     """The shop's API through `kubectl port-forward service/shop-api`: one pod behind it, so
     each test opens its own (an earlier one may have deleted or replaced that pod)."""
-    with kind_cluster.port_forward(NAMESPACE, f"service/{NAME}-api", 80) as url:
+    with shop.api() as url:
         yield url
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.components.kind import KindCluster
+from tests.components.kind import KindCluster, KubectlError, tool_versions
 from tests.kind.conftest import OPERATOR_NAMESPACE, Shop, condition, running_and_ready
 
 pytestmark = pytest.mark.kind
+
+
+def shop_image(cluster: KindCluster) -> str:
+    return f"{tool_versions()['APP_REPOSITORY']}:{cluster.tag}"
 
 
 def test_the_operator_is_ready_and_helm_test_passes(
@@ -38,6 +42,32 @@ def test_api_worker_and_scheduler_pods_are_running_and_ready(shop: Shop) -> None
             component,
             [p["metadata"]["name"] for p in shop.pods(component)],
         )
+
+
+def test_every_pod_runs_under_the_restricted_pod_security_standard(
+    kind_cluster: KindCluster, shop: Shop
+) -> None:
+    """Both namespaces enforce `restricted`, so the pods above were admitted under it; and the
+    enforcement is real: a privileged pod is refused."""
+    for namespace in (OPERATOR_NAMESPACE, shop.namespace):
+        labels = kind_cluster.get("namespace", namespace)["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in
+            kind_cluster.get("pods", namespace=shop.namespace)} >= {
+        "api", "worker", "scheduler", "migrate", "postgres", "redis"}  # fmt: skip
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": shop.namespace},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": shop_image(kind_cluster),
+                 "securityContext": {"privileged": True}}
+            ]
+        },
+    }  # fmt: skip
+    with pytest.raises(KubectlError, match="violates PodSecurity"):
+        kind_cluster.apply(privileged)
 
 
 def test_kubectl_get_sf_shows_it_ready(kind_cluster: KindCluster, shop: Shop) -> None:

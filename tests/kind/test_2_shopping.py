@@ -57,8 +57,13 @@ class PlacedOrder:
 
 
 @pytest.fixture(scope="module")
-def placed(shop: Shop, api_url: str) -> Iterator[PlacedOrder]:
+def placed(shop: Shop) -> Iterator[PlacedOrder]:
     """An administrator adds a product; a new shopper orders two, while a client listens."""
+    with shop.api() as api_url:
+        yield from _place_order(shop, api_url)
+
+
+def _place_order(shop: Shop, api_url: str) -> Iterator[PlacedOrder]:
     listener = Listener(api_url)
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()

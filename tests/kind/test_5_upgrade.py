@@ -105,5 +105,6 @@ def test_an_image_upgrade_drops_no_request(shop: Shop, api_url: str) -> None:
     )
     client.stop()
     summary = client.summary()
+    print(f"upgrade under traffic: {summary['requests']} requests, {summary['failures']} failed")
     assert summary["requests"] > 200
     assert summary["failures"] == 0, summary["errors"]

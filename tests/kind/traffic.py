@@ -4,7 +4,8 @@ it (a port-forward pins one pod, so it cannot show what a rollout or an autoscal
 Runs in a Job from the Storefront image, which brings Python and httpx; the tests mount this file
 from a ConfigMap. Two modes:
 
-  load      GET one product as fast as CONCURRENCY threads can, for SECONDS (CPU for the HPA)
+  load      GET one product as fast as CONCURRENCY threads can, for SECONDS or until /tmp/stop
+            exists (CPU for the HPA)
   shop      until /tmp/stop exists: read a product, and every fifth time place an order; count
             every request and every failure (a non-2xx status or no answer at all)
 
@@ -66,7 +67,7 @@ def load(url: str, product: int, seconds: float, concurrency: int) -> Tally:
 
     def worker() -> None:
         with httpx.Client(base_url=url, timeout=10) as client:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not STOP_FILE.exists():
                 call(tally, client, "read", "GET", f"/api/v1/products/{product}")
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
