@@ -60,6 +60,14 @@ class OrderOut(Schema):
         return value.isoformat().replace("+00:00", "Z")
 
 
+class OrderPlaced(OrderOut):
+    """A new order, with the job that sends its confirmation."""
+
+    confirmation_job_id: str = Field(
+        description="The confirmation mail's job, at /api/v1/jobs/{id} (admins)"
+    )
+
+
 class DateRange(Schema):
     """A half-open reporting window [start_date, end_date)."""
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -22,9 +23,15 @@ from service.services import events, outbox, pricing, products
 log = structlog.get_logger("storefront.orders")
 
 
+class PlacedOrder(NamedTuple):
+    order: Order
+    # Fixed in the order's transaction, so it can be followed before the job reaches the queue.
+    confirmation_job_id: str
+
+
 async def create_order(
     session: AsyncSession, redis: aioredis.Redis, user_id: int, data: OrderCreate
-) -> Order:
+) -> PlacedOrder:
     """Reserve stock and record the order in one transaction, then announce it."""
     wanted = Counter[int]()
     for line in data.items:
@@ -63,7 +70,10 @@ async def create_order(
     )
     session.add(order)
     await session.flush()  # the order's ID, for the job it owes
-    confirmation = outbox.owe(session, "send_order_confirmation", {"order_id": order.id})
+    # Tracked: the client is given this job's ID, which then answers "queued" at once.
+    confirmation = outbox.owe(
+        session, "send_order_confirmation", {"order_id": order.id}, track=True
+    )
     await session.commit()
 
     metrics.ORDERS_CREATED.inc()
@@ -71,7 +81,7 @@ async def create_order(
     await _announce(redis, order, product_ids)
     await outbox.enqueue_owed(redis, session, confirmation)
     log.info("order_created", order_id=order.id, total=str(order.total))
-    return order
+    return PlacedOrder(order, confirmation.message_id)
 
 
 async def _announce(redis: aioredis.Redis, order: Order, product_ids: list[int]) -> None:

@@ -156,3 +156,32 @@ async def test_order_validation(client: httpx.AsyncClient, make_user: UserFactor
         response = await client.post("/api/v1/orders", json=payload, headers=user.headers)
         assert response.status_code == 422, payload
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_new_order_names_its_confirmation_job_which_answers_at_once(
+    client: httpx.AsyncClient,
+    make_user: UserFactory,
+    make_product: ProductFactory,
+    admin_headers: dict[str, str],
+) -> None:
+    user = await make_user()
+    product = await make_product()
+    response = await client.post(
+        "/api/v1/orders",
+        json={"items": [{"product_id": product["id"], "qty": 1}]},
+        headers=user.headers,
+    )
+    assert response.status_code == 201, response.text
+    job_id = response.json()["confirmation_job_id"]
+    # No worker runs here: the job is known as queued before any worker has seen it.
+    job = await client.get(f"/api/v1/jobs/{job_id}", headers=admin_headers)
+    assert job.status_code == 200, job.text
+    assert job.json() == {
+        "job_id": job_id,
+        "status": "queued",
+        "progress": 0,
+        "result": None,
+        "error": None,
+    }
+    forbidden = await client.get(f"/api/v1/jobs/{job_id}", headers=user.headers)
+    assert forbidden.status_code == 403  # job status is for administrators

@@ -64,7 +64,7 @@ async def seed(settings: Settings, redis_url: str) -> Shop:
             await session.commit()
 
             async def place(*lines: tuple[int, int], age: timedelta) -> int:
-                order = await orders.create_order(
+                order, _ = await orders.create_order(
                     session,
                     redis,
                     user.id,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from service.api.deps import CurrentUser, PaginationDep, RedisDep, SessionDep
 from service.schemas.common import Page, ResourceId
-from service.schemas.order import OrderCreate, OrderOut
+from service.schemas.order import OrderCreate, OrderOut, OrderPlaced
 from service.services import orders
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -15,9 +15,12 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_order(
     data: OrderCreate, user: CurrentUser, session: SessionDep, redis: RedisDep
-) -> OrderOut:
-    """Reserve stock atomically and price the order; announces ``order.created``."""
-    return OrderOut.model_validate(await orders.create_order(session, redis, user.id, data))
+) -> OrderPlaced:
+    """Reserve stock atomically and price the order; announces ``order.created`` and queues
+    its confirmation mail, whose job ID comes back as ``confirmation_job_id``."""
+    placed = await orders.create_order(session, redis, user.id, data)
+    order = OrderOut.model_validate(placed.order)
+    return OrderPlaced(**dict(order), confirmation_job_id=placed.confirmation_job_id)
 
 
 @router.get("", response_model=Page[OrderOut])
