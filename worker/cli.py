@@ -37,6 +37,24 @@ def _load(
     return settings, worker_settings, settings.redis_url
 
 
+def _require_free_metrics_ports(port: int, count: int, who: str, how: str) -> None:
+    """End the command with one line when a /metrics port is taken, before anything starts."""
+    from rich.console import Console
+
+    from service.core.ports import ANY_INTERFACE, port_in_use
+
+    taken = next(
+        (p for p in range(port, port + count) if port and port_in_use(ANY_INTERFACE, p)), None
+    )
+    if taken is not None:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]storefront: port {taken} for the {who}'s /metrics is in use;[/] choose another "
+            f"with {how} (0 turns /metrics off).",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the worker's commands to the ``storefront`` CLI."""
 
@@ -75,6 +93,12 @@ def register(app: typer.Typer) -> None:
             queues=queues,
             metrics_port=metrics_port,
         )
+        _require_free_metrics_ports(
+            worker_settings.metrics_port,
+            worker_settings.processes,
+            "worker",
+            "--metrics-port or STOREFRONT_WORKER_METRICS_PORT",
+        )
         raise typer.Exit(run_worker(settings, worker_settings, redis_url))
 
     @app.command()
@@ -98,5 +122,11 @@ def register(app: typer.Typer) -> None:
 
         settings, worker_settings, redis_url = _load(
             log_format, scheduler_metrics_port=metrics_port
+        )
+        _require_free_metrics_ports(
+            worker_settings.scheduler_metrics_port,
+            1,
+            "scheduler",
+            "--metrics-port or STOREFRONT_WORKER_SCHEDULER_METRICS_PORT",
         )
         raise typer.Exit(run_scheduler(settings, worker_settings, redis_url))

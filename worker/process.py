@@ -27,6 +27,8 @@ from worker.settings import WorkerSettings
 log = structlog.get_logger("storefront.worker")
 
 RESTART_DELAY_SECONDS = 1.0
+# A process stopped by its settings (a metrics port taken): restarting it would fail again.
+EXIT_SETTING = 2
 
 
 def _setup_tracing(settings: Settings, service_name: str) -> None:
@@ -68,7 +70,13 @@ def run_worker_process(
             metrics.REGISTRY.register(
                 metrics.QueueDepthCollector(broker.client, broker.namespace, worker_settings.queues)  # type: ignore[attr-defined]
             )
-        metrics.serve_metrics(worker_settings.metrics_port + index)
+        port = worker_settings.metrics_port + index
+        try:
+            metrics.serve_metrics(port)
+        except OSError as exc:
+            log.error("metrics_port_unavailable", port=port, error=str(exc))
+            broker.close()
+            return EXIT_SETTING
     broker.emit_after("process_boot")
     worker = Worker(
         broker, queues=set(worker_settings.queues), worker_threads=worker_settings.threads
@@ -143,6 +151,10 @@ class Supervisor:
         while not self.stopping.wait(0.2):
             for index, child in list(self.children.items()):
                 if child.exitcode is not None and not self.stopping.is_set():
+                    if child.exitcode == EXIT_SETTING:
+                        log.error("worker_process_cannot_start", index=index, pid=child.pid)
+                        self.stopping.set()
+                        break
                     log.error(
                         "worker_process_died", index=index, pid=child.pid, exitcode=child.exitcode
                     )
@@ -163,4 +175,6 @@ class Supervisor:
                 child.kill()
                 child.join()
             code = code or (child.exitcode or 0)
+        if code == EXIT_SETTING:
+            return EXIT_SETTING
         return 0 if code in (0, -signal.SIGTERM) else 1

@@ -513,14 +513,14 @@ def broker_sender(redis_url: str) -> Callable[[CronEntry, datetime, str], None]:
 
 def run_scheduler(settings: Settings, worker_settings: WorkerSettings, redis_url: str) -> int:
     """Run the scheduler until SIGTERM/SIGINT; the lease is released on the way out."""
-    from worker.process import _setup_tracing, _shutdown_tracing
+    from worker.process import EXIT_SETTING, _setup_tracing, _shutdown_tracing
 
     configure_logging(settings.log_level, settings.log_format, component="scheduler")
     _setup_tracing(settings, "storefront-scheduler")
     unknown = [e.job for e in worker_settings.cron if e.job not in jobs.ACTOR_QUEUES]
     if unknown:
         log.error("scheduler_unknown_job", jobs=unknown)
-        return 2
+        return EXIT_SETTING
     stop = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -529,7 +529,13 @@ def run_scheduler(settings: Settings, worker_settings: WorkerSettings, redis_url
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    metrics.serve_metrics(worker_settings.scheduler_metrics_port)
+    try:
+        metrics.serve_metrics(worker_settings.scheduler_metrics_port)
+    except OSError as exc:
+        log.error(
+            "metrics_port_unavailable", port=worker_settings.scheduler_metrics_port, error=str(exc)
+        )
+        return EXIT_SETTING
     client: Any = sync_redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     scheduler = Scheduler(
         client,

@@ -7,6 +7,9 @@ import json
 import os
 import random
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +18,12 @@ import redis as sync_redis
 from dramatiq import Message
 
 from service.services import jobs
-from tests.components.process import ManagedProcess
+from tests.components.ports import free_port
+from tests.components.process import REPO_ROOT, ManagedProcess
 from tests.worker.conftest import base_env, start_storefront, wait_for
 from worker.actors.probe import EFFECTS_KEY, RUNS_KEY
 from worker.middleware import MaintainedRedisBroker
+from worker.process import EXIT_SETTING
 
 pytestmark = pytest.mark.redis
 
@@ -152,3 +157,45 @@ def test_chaos_sigkilled_workers_lose_nothing_and_repeat_no_effect(
         f"no repeated effect); redelivery after kill: {', '.join(f'{d:.2f}s' for d in delays)} "
         f"(heartbeat timeout 2.0s, beat every 0.5s)"
     )
+
+
+RUN_WORKER = """
+from service.core.settings import load_settings
+from worker.process import run_worker
+from worker.settings import load_worker_settings
+
+settings = load_settings()
+raise SystemExit(run_worker(settings, load_worker_settings(), settings.redis_url))
+"""
+
+
+def test_a_worker_process_whose_metrics_port_is_taken_stops_the_worker_not_loops(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The command checks its ports before starting (tests/service/test_dev_ports.py); this is
+    # the port taken between that check and the process binding it.
+    base = free_port()
+    with socket.socket() as other:
+        other.bind(("0.0.0.0", base + 1))
+        other.listen()
+        env = base_env(
+            redis_url,
+            tmp_path,
+            STOREFRONT_WORKER_PROCESSES="2",
+            STOREFRONT_WORKER_METRICS_PORT=str(base),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", RUN_WORKER],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == EXIT_SETTING, result.stdout[-3000:] + result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    unavailable = [e for e in events if e["event"] == "metrics_port_unavailable"]
+    assert [e["port"] for e in unavailable] == [base + 1]
+    assert any(e["event"] == "worker_process_cannot_start" for e in events)
+    assert not any(e["event"] == "worker_process_died" for e in events)  # not restarted
+    assert "Traceback" not in result.stdout + result.stderr
