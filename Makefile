@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create the virtual environment and install Storefront with its dev tools
 
-dev: install ## Run API, worker and scheduler on SQLite and embedded Redis (http://127.0.0.1:8000)
-	$(BIN)/storefront dev --port 8000
+dev: install ## Run API, worker and scheduler on SQLite and embedded Redis, with sample products (http://127.0.0.1:8000)
+	$(BIN)/storefront dev --seed --port 8000
 
 tools: ## Install or build every real component the tests use, Docker and the kind images included (idempotent)
 	bash scripts/tools.sh

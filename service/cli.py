@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from service import __version__
 from service.core.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from service.services.devshop import DevAdmin, SeedResult
 
 app = typer.Typer(
     name="storefront",
@@ -97,6 +102,7 @@ def api(
     from service.main import create_app
 
     settings = settings_or_exit(log_format=log_format)
+    _require_free_api_port(host, port)
     if migrate_first:
         from service.migrations import upgrade
 
@@ -122,56 +128,221 @@ def dev(
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
     ] = True,
     worker: Annotated[bool, typer.Option(help="Also run the worker and the scheduler.")] = True,
+    seed: Annotated[
+        bool,
+        typer.Option(
+            "--seed",
+            help="Add a few sample products, each once by SKU (a product with its SKU is left "
+            "as it is).",
+        ),
+    ] = False,
+    reset_admin: Annotated[
+        bool,
+        typer.Option(
+            "--reset-admin",
+            help="Give the generated administrator (admin@example.com) a new password.",
+        ),
+    ] = False,
     log_format: LogFormat = None,
 ) -> None:
     """Run everything on one machine: API, worker and scheduler on SQLite and embedded Redis.
 
     Data lives under STOREFRONT_DATA_DIR (default ./.storefront). Ctrl-C or SIGTERM stops
     every process this command started.
+
+    In the dev environment the shop gets an administrator: STOREFRONT_ADMIN_EMAIL if set,
+    otherwise admin@example.com with a generated password, printed here and kept in the data
+    dir (mode 0600).
     """
-    from service.core.redis import EmbeddedRedis
-    from service.migrations import upgrade
+    from service.devstack import DevStackError, data_dir_lock, holder_text
 
     os.environ.setdefault("STOREFRONT_ENVIRONMENT", "dev")
     settings = settings_or_exit(log_format=log_format)
+    if seed and settings.environment == "production":
+        _fail("--seed adds sample products, so it does not run in production", 2)
+    if reset_admin and (settings.environment != "dev" or settings.admin_email is not None):
+        _fail(
+            "--reset-admin applies to the generated administrator: only with "
+            "STOREFRONT_ENVIRONMENT=dev and no STOREFRONT_ADMIN_EMAIL",
+            2,
+        )
+    url = f"http://{host}:{port}"
+    try:
+        with data_dir_lock(Path(settings.data_dir), holder_text(url)):
+            _require_free_api_port(host, port)
+            metrics_env = _metrics_ports(port) if worker else {}
+            if log_format:
+                metrics_env["STOREFRONT_LOG_FORMAT"] = log_format
+            code = _run_dev_stack(
+                settings, host, port, migrate_first, worker, seed, reset_admin, metrics_env
+            )
+    except DevStackError as exc:
+        _fail(str(exc), 1)
+    if code:
+        raise typer.Exit(code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """End the command with one line."""
+    err.print(f"[red]storefront:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _require_free_api_port(host: str, port: int) -> None:
+    from service.core.ports import free_port_block, listen_error
+
+    if port == 0:  # any free port, picked by the server itself
+        return
+    problem = listen_error(host, port)
+    if problem is None:
+        return
+    if getattr(problem, "errno", None) == errno.EADDRINUSE:
+        free = free_port_block(host, port + 1)
+        hint = f" ({free} is free)" if free else ""
+        _fail(f"port {port} on {host} is in use; choose another with --port{hint}", 1)
+    _fail(f"cannot listen on {host}:{port} ({problem}); choose another --host or --port", 1)
+
+
+def _metrics_ports(api_port: int) -> dict[str, str]:
+    """The worker's and scheduler's /metrics ports, moved up when taken (unless set by the
+    user), as environment for the children; each move is reported."""
+    from service.core.ports import ANY_INTERFACE, port_in_use
+    from service.devstack import MetricsPort, choose_metrics_ports, metrics_port_note
+    from worker.settings import load_worker_settings
+
+    try:
+        ws = load_worker_settings()
+    except SettingsError as exc:
+        _fail(f"invalid setting: {exc}", 2)
+    worker_port, scheduler_port = (
+        "STOREFRONT_WORKER_METRICS_PORT",
+        "STOREFRONT_WORKER_SCHEDULER_METRICS_PORT",
+    )
+    wanted = [
+        MetricsPort(
+            "worker", worker_port, ws.metrics_port, ws.processes, explicit=worker_port in os.environ
+        ),
+        MetricsPort(
+            "scheduler",
+            scheduler_port,
+            ws.scheduler_metrics_port,
+            explicit=scheduler_port in os.environ,
+        ),
+    ]
+    chosen = choose_metrics_ports(
+        wanted, lambda p: not port_in_use(ANY_INTERFACE, p), avoid={api_port}
+    )
+    for choice in chosen:
+        if choice.moved:
+            err.print(metrics_port_note(choice), highlight=False)
+    return {choice.wanted.setting: str(choice.port) for choice in chosen}
+
+
+def _run_dev_stack(
+    settings: Settings,
+    host: str,
+    port: int,
+    migrate_first: bool,
+    worker: bool,
+    seed: bool,
+    reset_admin: bool,
+    child_env: dict[str, str],
+) -> int:
+    """Prepare the shop, run the children until a signal or until one of them stops; returns
+    the exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.core.redis import EmbeddedRedis
+    from service.migrations import upgrade
+    from service.services import devshop
+
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedRedis | None = None
-    env = dict(os.environ)
-    if log_format:
-        env["STOREFRONT_LOG_FORMAT"] = log_format
+    env = {**os.environ, **child_env}
     if settings.redis_url is None:
         embedded = EmbeddedRedis(data_dir)
         env["STOREFRONT_REDIS_URL"] = embedded.start()
         err.print(f"Embedded Redis at {env['STOREFRONT_REDIS_URL']}")
-    if migrate_first:
-        upgrade(settings)
-    commands = [["api", "--host", host, "--port", str(port)]]
-    if worker:
-        commands += [["worker"], ["scheduler"]]
-    children = [
-        subprocess.Popen([sys.executable, "-m", "service.cli", *cmd], env=env) for cmd in commands
-    ]
-    err.print(f"[green]Storefront running[/] on http://{host}:{port} (docs at /docs)")
-
+    children: list[subprocess.Popen[bytes]] = []
     stopping = False
-
-    def stop(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     try:
+        if migrate_first:
+            with err.status("Applying database migrations"):
+                upgrade(settings)
+        try:
+            admin, seeded = asyncio.run(
+                devshop.prepare(settings, seed=seed, reset_admin=reset_admin)
+            )
+        except SQLAlchemyError as exc:
+            reason = str(exc.__cause__ or exc).splitlines()[0]
+            err.print(
+                f"[red]storefront: cannot prepare the shop's database:[/] {reason} "
+                "(without --no-migrate, migrations are applied first)",
+                highlight=False,
+            )
+            return 1
+        names = ["api"] + (["worker", "scheduler"] if worker else [])
+        commands = {"api": ["api", "--host", host, "--port", str(port)]}
+        for name in names:
+            argv = [sys.executable, "-m", "service.cli", *commands.get(name, [name])]
+            children.append(subprocess.Popen(argv, env=env))
+
+        def stop(signum: int, _: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        announced = False
         while not stopping and all(child.poll() is None for child in children):
+            # Once the API answers, so the banner is not lost among the children's start-up lines.
+            if not announced and (port == 0 or _api_is_up(host, port)):
+                announced = True
+                where = f"http://{host}:{port}" if port else f"http://{host} (a port of its choice)"
+                _print_banner(where, settings, admin, seeded)
             time.sleep(0.2)
     finally:
         _stop_children(children)
         if embedded is not None:
             embedded.stop()
-    failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
-    if failed and not stopping:
-        raise typer.Exit(1)
+    if stopping:
+        return 0
+    for name, child in zip(names, children, strict=True):
+        if child.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            err.print(
+                f"[red]storefront: the {name} stopped (exit code {child.returncode});[/] "
+                "everything else was stopped too.",
+                highlight=False,
+            )
+            return 1
+    return 0
+
+
+def _api_is_up(host: str, port: int) -> bool:
+    import httpx
+
+    # A wildcard address is reached on loopback.
+    target = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in target and not target.startswith("["):
+        target = f"[{target}]"
+    try:
+        return httpx.get(f"http://{target}:{port}/livez", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _print_banner(
+    url: str, settings: Settings, admin: DevAdmin | None, seeded: SeedResult | None
+) -> None:
+    """Printed on this command's terminal (stderr), never to the logs the children write: the
+    administrator's password is meant for whoever started the shop, not for log collectors."""
+    from service.devstack import admin_lines, seed_line
+
+    lines = [f"[green]Storefront running[/] on {url} (docs at {url}/docs)"]
+    lines += admin_lines(admin, settings.environment)
+    if seeded is not None:
+        lines.append(seed_line(seeded))
+    err.print("\n".join(lines), highlight=False)
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 25) -> None:

@@ -44,9 +44,13 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     return user if verify_password(user.password_hash, password) else None
 
 
+async def find_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
 async def ensure_admin(session: AsyncSession, email: str, password: str) -> User:
     """Make sure the configured admin exists with admin role (its password is not reset)."""
-    existing = await session.scalar(select(User).where(User.email == normalize_email(email)))
+    existing = await find_by_email(session, email)
     if existing is not None:
         if existing.role != Role.ADMIN:
             existing.role = Role.ADMIN
@@ -56,9 +60,16 @@ async def ensure_admin(session: AsyncSession, email: str, password: str) -> User
     try:
         return await create_user(session, data, role=Role.ADMIN)
     except ConflictError:  # another replica created it at the same moment
-        admin = await session.scalar(select(User).where(User.email == normalize_email(email)))
+        admin = await find_by_email(session, email)
         assert admin is not None
         return admin
+
+
+async def set_admin_password(session: AsyncSession, user: User, password: str) -> None:
+    """Give ``user`` a new password and the admin role."""
+    user.password_hash = hash_password(password)
+    user.role = Role.ADMIN
+    await session.commit()
 
 
 async def dashboard(session: AsyncSession) -> AdminDashboard:
