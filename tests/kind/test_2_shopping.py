@@ -122,23 +122,24 @@ def _json_lines(logs: str) -> Iterator[tuple[str, dict[str, Any]]]:
 def test_the_confirmation_job_succeeds_in_a_worker_pod(
     shop: Shop, placed: PlacedOrder, api_url: str
 ) -> None:
-    selector = f"app.kubernetes.io/instance={shop.name},app.kubernetes.io/component=worker"
-
-    def finished() -> list[tuple[str, dict[str, Any]]]:
-        return [
-            (pod, record)
-            for pod, record in _json_lines(shop.cluster.logs(shop.namespace, selector))
-            if record.get("event") == "job_finished"
-            and record.get("request_id") == placed.request_id
-            and record.get("actor") == "send_order_confirmation"
-        ]
-
-    ((pod, record),) = wait_for(finished, timeout=120, interval=3, what="confirmation job done")
-    assert f"pod/{shop.name}-worker-" in pod and record["outcome"] == "succeeded", record
+    job_id = placed.order["confirmation_job_id"]
     with httpx.Client(base_url=api_url, timeout=30) as api:
-        job = api.get(f"/api/v1/jobs/{record['message_id']}", headers=shop.admin_headers(api))
-    assert job.status_code == 200, job.text
-    assert job.json()["status"] == "succeeded"
+        admin = shop.admin_headers(api)
+
+        def status() -> str:
+            job = api.get(f"/api/v1/jobs/{job_id}", headers=admin)
+            assert job.status_code == 200, job.text
+            return "" if job.json()["status"] in ("queued", "running") else job.json()["status"]
+
+        assert wait_for(status, timeout=120, interval=2, what="the job finished") == "succeeded"
+    selector = f"app.kubernetes.io/instance={shop.name},app.kubernetes.io/component=worker"
+    ((pod, record),) = [
+        (pod, record)
+        for pod, record in _json_lines(shop.cluster.logs(shop.namespace, selector))
+        if record.get("event") == "job_finished" and record.get("message_id") == job_id
+    ]
+    assert f"pod/{shop.name}-worker-" in pod, pod
+    assert record["outcome"] == "succeeded" and record["request_id"] == placed.request_id
 
 
 def test_the_request_id_finds_its_log_lines_in_api_and_worker_pods(
