@@ -243,7 +243,8 @@ def _container(
         "name": component,
         "image": spec.image.reference,
         "imagePullPolicy": spec.image.pull_policy,
-        "command": ["storefront"],
+        # Arguments to the image's entrypoint (`storefront`), as `docker run IMAGE api` would:
+        # an image that wraps the entrypoint (an init, a secrets fetcher) keeps working.
         "args": args,
         "envFrom": [{"configMapRef": {"name": config_map_name(name)}}],
         "env": app_env(name, namespace, spec, component),
