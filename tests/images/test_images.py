@@ -17,7 +17,7 @@ import pytest
 from tests.components.kind import TAG, run_script, tool_versions
 from tests.components.kube import wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 VERSIONS = tool_versions()
 APP = f"{VERSIONS['APP_REPOSITORY']}:{TAG}"
 OPERATOR = f"{VERSIONS['OPERATOR_REPOSITORY']}:{TAG}"

@@ -8,7 +8,8 @@ import pytest
 from tests.components.kind import KindCluster, KubectlError, tool_versions
 from tests.kind.conftest import OPERATOR_NAMESPACE, Shop, condition, running_and_ready
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 
 def shop_image(cluster: KindCluster) -> str:

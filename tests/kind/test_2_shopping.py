@@ -21,7 +21,8 @@ from tests.components.kube import wait_for
 from tests.components.process import clean_environment
 from tests.kind.conftest import Shop, login
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 
 @dataclass

@@ -15,7 +15,8 @@ import pytest
 from tests.components.kube import wait_for
 from tests.kind.conftest import Shop, running_and_ready, start_traffic
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 REPORTS = 120
 
 

@@ -12,7 +12,8 @@ from dashboards.smoke import drive, empty_panels, load_dashboards
 from tests.components.kube import wait_for
 from tests.kind.conftest import OPERATOR_NAMESPACE, Shop
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 DASHBOARDS = ("storefront-service", "storefront-worker", "storefront-operator")
 
 

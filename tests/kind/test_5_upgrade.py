@@ -16,7 +16,8 @@ from tests.components.kind import run_script, tool_versions
 from tests.components.kube import wait_for
 from tests.kind.conftest import Shop, condition, login, start_traffic
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 
 def rolled_out(shop: Shop, image: str) -> bool:

@@ -9,7 +9,8 @@ import pytest
 from tests.components.kube import wait_for
 from tests.kind.conftest import OPERATOR_NAMESPACE, Shop
 
-pytestmark = pytest.mark.kind
+# Generous: the first test also waits for the cluster, images and Storefront to come up.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 CHILD_KINDS = "deployments,replicasets,pods,services,jobs,configmaps,secrets,hpa,pdb"
 
 
