@@ -18,6 +18,7 @@ from service.api.v1 import router as v1
 from service.api.v2 import router as v2
 from service.core.database import create_engine, create_session_factory, pool_in_use
 from service.core.errors import install_error_handlers
+from service.core.passwords import PasswordHashing
 from service.core.redis import EmbeddedRedis, create_redis
 from service.core.resources import Resources
 from service.core.runtime import tune_garbage_collector
@@ -43,8 +44,8 @@ log = structlog.get_logger("storefront.app")
 
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the engine, Redis (embedded if none is configured), HTTP client, event hub and the
-    outbox relay."""
+    """Open the engine, Redis (embedded if none is configured), HTTP client, event hub, the
+    outbox relay and the password-hashing threads."""
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if redis_url is None:
@@ -58,6 +59,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     hub = EventHub(redis)
     relay = OutboxRelay(redis, sessions, settings.outbox_relay_interval_seconds)
+    passwords = PasswordHashing(
+        settings.password_hash_concurrency, settings.password_hash_wait_seconds
+    )
     try:
         await hub.start()
         relay.start()
@@ -69,8 +73,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             redis_url=redis_url,
             http=http,
             events=hub,
+            passwords=passwords,
         )
     finally:
+        passwords.close()
         await relay.close()
         await hub.close()
         await http.aclose()
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     async with resources.sessions() as session:
                         await users.ensure_admin(
                             session,
+                            resources.passwords,
                             settings.admin_email,
                             settings.admin_password.get_secret_value(),
                         )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.database import session_scope
 from service.core.errors import BadRequestError, ForbiddenError, UnauthorizedError
+from service.core.passwords import PasswordHashing
 from service.core.resources import Resources
 from service.core.security import decode_access_token
 from service.core.settings import Settings
@@ -60,6 +61,13 @@ async def get_redis(resources: ResourcesDep) -> aioredis.Redis:
 
 
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+
+
+async def get_passwords(resources: ResourcesDep) -> PasswordHashing:
+    return resources.passwords
+
+
+PasswordsDep = Annotated[PasswordHashing, Depends(get_passwords)]
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 

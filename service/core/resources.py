@@ -8,6 +8,7 @@ import httpx
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.core.passwords import PasswordHashing
 from service.core.settings import Settings
 from service.services.events import EventHub
 
@@ -21,3 +22,4 @@ class Resources:
     redis_url: str
     http: httpx.AsyncClient
     events: EventHub
+    passwords: PasswordHashing

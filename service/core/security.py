@@ -15,6 +15,7 @@ _hasher = PasswordHasher()
 
 
 def hash_password(password: str) -> str:
+    """An argon2id hash: CPU-bound and 64 MiB, so the API calls it through PasswordHashing."""
     return _hasher.hash(password)
 
 

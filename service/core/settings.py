@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_ttl_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    password_hash_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Password hashes computed at once (64 MiB each)"
+    )
+    password_hash_wait_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Longest wait for a hashing slot before a 503"
+    )
     admin_email: EmailStr | None = None
     admin_password: SecretStr | None = Field(default=None, min_length=8)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -73,6 +73,7 @@ def start_storefront(
     otlp_endpoint: str | None = None,
     database_url: str | None = None,
     broken_image_table: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> StorefrontProcess:
     """Migrate a fresh database, then start ``storefront api`` on a free port, with an admin
     account (:data:`ADMIN_EMAIL`).
@@ -80,7 +81,8 @@ def start_storefront(
     The database is SQLite in ``workdir`` unless ``database_url`` names another. With
     ``otlp_endpoint``, every request is traced and exported there. ``broken_image_table`` drops
     the product images table (SQLite), so image uploads fail inside the service with a real
-    database error: the way to produce honest 5xx responses.
+    database error: the way to produce honest 5xx responses. ``extra_env`` adds or replaces
+    settings.
     """
     data_dir = workdir / "data"
     service_name = f"storefront-api-{uuid.uuid4().hex[:8]}"
@@ -103,6 +105,7 @@ def start_storefront(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
     if database_url is not None:
         env["STOREFRONT_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
     subprocess.run([STOREFRONT, "migrate"], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
     if broken_image_table:
         with contextlib.closing(sqlite3.connect(data_dir / "storefront.db")) as db:

@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select, update
 
 from service.core.database import create_engine, create_session_factory
+from service.core.passwords import PasswordHashing
 from service.core.redis import create_redis
 from service.core.settings import Settings
 from service.migrations import upgrade_async
@@ -56,6 +57,9 @@ async def seed(settings: Settings, redis_url: str) -> Shop:
         async with create_session_factory(engine)() as session:
             user = await users.create_user(
                 session,
+                PasswordHashing(
+                    settings.password_hash_concurrency, settings.password_hash_wait_seconds
+                ),
                 UserCreate(email="ann@example.com", name="Ann", password="correct-horse-battery"),
             )
             lamp = Product(name="Lamp", sku="LAMP-1", price=12, stock=STOCK)

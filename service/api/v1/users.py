@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from service.api.deps import CurrentUser, SessionDep, SettingsDep
+from service.api.deps import CurrentUser, PasswordsDep, SessionDep, SettingsDep
 from service.core.errors import NotFoundError, UnauthorizedError
 from service.core.mail import send_welcome_email
 from service.core.security import create_access_token
@@ -21,10 +21,14 @@ router = APIRouter(tags=["users"])
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 async def register(
-    data: UserCreate, session: SessionDep, settings: SettingsDep, background: BackgroundTasks
+    data: UserCreate,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
 ) -> UserOut:
     """Create an account (role ``user``); a welcome e-mail follows in the background."""
-    user = await users.create_user(session, data)
+    user = await users.create_user(session, passwords, data)
     background.add_task(send_welcome_email, settings, user.email, user.name)
     return UserOut.model_validate(user)
 
@@ -33,12 +37,13 @@ async def register(
 async def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
+    passwords: PasswordsDep,
     settings: SettingsDep,
 ) -> Token:
-    """OAuth2 password flow: ``username`` is the e-mail."""
+    """OAuth2 password flow: ``username`` is the e-mail. Too many at once: 503, retry later."""
     if "\x00" in form.username or "\x00" in form.password:
         raise UnauthorizedError("Incorrect e-mail or password")
-    user = await users.authenticate(session, form.username, form.password)
+    user = await users.authenticate(session, passwords, form.username, form.password)
     if user is None:
         raise UnauthorizedError("Incorrect e-mail or password")
     token = create_access_token(user.id, settings)
