@@ -5,6 +5,8 @@ stalls the event loop (and with it the liveness probe) nor queues without end (5
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from service.core import security
-from service.core.passwords import PasswordHashing, PasswordHashingBusyError
+from service.core.passwords import NICENESS, PasswordHashing, PasswordHashingBusyError
 from service.core.settings import Settings
 from service.services.users import _DUMMY_HASH
 from tests.components.redis import RedisServer
@@ -98,6 +100,27 @@ async def test_the_event_loop_thread_never_hashes(gated_hash: Gate) -> None:
         passwords.close()
     assert gated_hash.threads and threading.current_thread().name not in gated_hash.threads
     assert all(name.startswith("password-hash") for name in gated_hash.threads)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice levels per thread")
+async def test_hashing_threads_yield_the_cpu_to_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    niceness: list[int] = []
+    real = security.hash_password
+
+    def recording(password: str) -> str:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(password)
+
+    monkeypatch.setattr(security, "hash_password", recording)
+    passwords = PasswordHashing(concurrency=1, wait_seconds=PATIENCE_S)
+    try:
+        await passwords.hash("pw")
+    finally:
+        passwords.close()
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert niceness == [min(19, loop_niceness + NICENESS)]
 
 
 async def test_no_more_hashes_run_at_once_than_the_concurrency(gated_hash: Gate) -> None:
