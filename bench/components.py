@@ -181,20 +181,44 @@ def start_servers(
     return servers
 
 
-def run_wrk(url: str, duration_s: int, connections: int, pinning: Pinning, label: str) -> WrkResult:
-    """One wrk run (one thread: it has one CPU) with our JSON reporter."""
+@dataclass(frozen=True)
+class WrkRequest:
+    """A request other than a plain GET, sent on every connection (see bench/wrk_report.lua)."""
+
+    method: str
+    content_type: str
+    body: str
+
+
+def wrk_command(
+    url: str,
+    duration_s: int,
+    connections: int,
+    pinning: Pinning,
+    request: WrkRequest | None = None,
+    timeout_s: int = 5,
+) -> list[str]:
+    """wrk's command line: one thread (it has one CPU), our JSON reporter, ``request`` if any."""
     argv = pinning.client(
         [
             require("wrk"),
             "-t1",
             f"-c{connections}",
             f"-d{max(1, duration_s)}s",
-            "--timeout", "5s",
+            "--timeout", f"{timeout_s}s",
             "--latency",
             "-s", str(WRK_SCRIPT),
             url,
         ]
     )  # fmt: skip
+    if request is not None:
+        argv += ["--", request.method, request.content_type, request.body]
+    return argv
+
+
+def run_wrk(url: str, duration_s: int, connections: int, pinning: Pinning, label: str) -> WrkResult:
+    """One wrk run of GET ``url``."""
+    argv = wrk_command(url, duration_s, connections, pinning)
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=duration_s + 60, check=False

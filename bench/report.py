@@ -78,9 +78,19 @@ def fmt_ratio(ratios: dict[str, float], baseline: str) -> str:
     return "-" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}x"
 
 
-def fmt_targets(targets: Sequence[TargetCheck]) -> str:
+# Baselines with a column of their own in the table; a ratio to any other is shown by its target.
+RATIO_COLUMNS = ("bare", "bare-gc", "article")
+
+
+def fmt_targets(targets: Sequence[TargetCheck], ratios: dict[str, float] | None = None) -> str:
+    """The targets' verdicts, after any ratio to a baseline that has no column of its own."""
     marks = {True: "met", False: "MISSED", None: "n/a"}
-    return "; ".join(f"{t.description} {marks[t.met]}" for t in targets)
+    others = [
+        f"{ratio:.2f}x {base}"
+        for base, ratio in (ratios or {}).items()
+        if base not in RATIO_COLUMNS and not math.isnan(ratio)
+    ]
+    return "; ".join([*others, *(f"{t.description} {marks[t.met]}" for t in targets)])
 
 
 COLUMNS = (
@@ -108,7 +118,7 @@ def cells(row: Row) -> list[str]:
         fmt_ratio(row.ratios, "bare"),
         fmt_ratio(row.ratios, "bare-gc"),
         fmt_ratio(row.ratios, "article"),
-        fmt_targets(row.targets),
+        fmt_targets(row.targets, row.ratios),
     ]
 
 

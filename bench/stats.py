@@ -96,16 +96,22 @@ def round_orders(variants: Sequence[str], rounds: int) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal on a ratio (``ratio >= minimum``): reported as met or missed, never asserted."""
+    """A goal on a ratio, reported as met or missed, never asserted: ``ratio >= minimum`` (a
+    throughput against its baseline's) or, with ``at_most``, ``ratio <= limit`` (a latency)."""
 
     baseline: str
-    minimum: float
+    limit: float
+    at_most: bool = False
+    measure: str = ""  # what the ratio compares, when it is not throughput: "p99"
 
     def met(self, ratio: float) -> bool | None:
-        return None if math.isnan(ratio) else ratio >= self.minimum
+        if math.isnan(ratio):
+            return None
+        return ratio <= self.limit if self.at_most else ratio >= self.limit
 
     def describe(self) -> str:
-        return f">= {self.minimum:g}x {self.baseline}"
+        sign = "<=" if self.at_most else ">="
+        return f"{self.measure} {sign} {self.limit:g}x {self.baseline}".strip()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,14 @@
 -- Storefront benchmarks: print wrk's summary as one JSON line that bench/stats.py parses.
+
+-- `wrk ... URL -- METHOD CONTENT_TYPE BODY` sends that request instead of a GET.
+init = function(args)
+  if #args == 3 then
+    wrk.method = args[1]
+    wrk.headers["Content-Type"] = args[2]
+    wrk.body = args[3]
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

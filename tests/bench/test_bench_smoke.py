@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import http_bench, worker_bench
+from bench import http_bench, login_bench, worker_bench
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,11 @@ def test_quick_run_writes_every_row_and_valid_json(tmp_path: Path) -> None:
     measured = [(r["section"], r["subject"]) for r in rows if not r["note"]]
     expected_http = [(e.title, v.label) for e in http_bench.ENDPOINTS for v in http_bench.VARIANTS]
     assert [m for m in measured if m in expected_http] == expected_http
+    login_rows = [r for r in rows if r["section"] == login_bench.SECTION]
+    assert [r["subject"] for r in login_rows if not r["note"]] == list(
+        login_bench.SUBJECTS.values()
+    )
+    assert login_rows[1]["ratios"]["idle"] > 0 and login_rows[1]["targets"]
     worker_rows = [r for r in rows if r["section"].startswith("Worker:")]
     assert len(worker_rows) == len(worker_bench.PROCESS_COUNTS) * len(worker_bench.JOBS) * 2
     assert all(r["value"] and r["value"] > 0 for r in worker_rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import http_bench, operator_bench, worker_bench
+from bench import http_bench, login_bench, operator_bench, worker_bench
 from bench.report import Row, TargetCheck, chart_bars, finite, markdown_table, write_png
 from bench.stats import Target, WrkResult, summarize
 
@@ -65,6 +65,21 @@ def test_worker_rows_give_storefront_its_ratio_to_bare_dramatiq() -> None:
     storefront = [r for r in rows if r.subject == "Storefront worker"]
     assert all(r.ratios == {"bare": 0.9} for r in storefront)
     assert all(r.targets[0].met for r in storefront)
+
+
+def test_login_rows_give_the_burst_its_p99_ratio_to_the_server_at_rest() -> None:
+    outcome = login_bench.LoginOutcome(login_bench.LoginPlan(1, 2))
+    idle = [login_bench.Probes((1.0, 1.0, 2.0), 1.0), login_bench.Probes((1.0, 4.0), 1.0)]
+    burst = [login_bench.Probes((1.0, 3.0), 1.0), login_bench.Probes((2.0, 20.0), 1.0)]
+    outcome.idle, outcome.burst = idle, burst
+    outcome.logins = [wrk(8), wrk(12)]
+    at_rest, during = login_bench.rows(outcome)
+    assert (at_rest.value, at_rest.unit, at_rest.p99_ms) == (2.5, "probes/s", 3.0)
+    assert (during.value, during.unit, during.p99_ms) == (10, "logins/s", 11.5)
+    # Round by round: 3 / 2 and 20 / 4.
+    assert during.ratios == {"idle": 3.25}
+    assert [(t.description, t.met) for t in during.targets] == [("p99 <= 2x idle", False)]
+    assert "| 3.25x idle; p99 <= 2x idle MISSED |" in markdown_table([at_rest, during])
 
 
 def test_not_measured_rows_keep_the_table_complete() -> None:

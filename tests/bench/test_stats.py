@@ -91,6 +91,14 @@ def test_targets_are_judged_not_asserted() -> None:
     assert target.describe() == ">= 0.8x bare"
 
 
+def test_a_latency_target_is_a_ceiling() -> None:
+    target = Target("idle", 2.0, at_most=True, measure="p99")
+    assert target.met(1.9) is True
+    assert target.met(2.1) is False
+    assert target.met(math.nan) is None
+    assert target.describe() == "p99 <= 2x idle"
+
+
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50
