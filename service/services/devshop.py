@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.database import create_engine, create_session_factory
-from service.core.security import verify_password
+from service.core.passwords import PasswordHashing
 from service.core.settings import Settings
 from service.models import Product
 from service.schemas.product import ProductCreate
@@ -142,7 +142,7 @@ def write_admin_password(path: Path, password: str) -> None:
 
 
 async def ensure_dev_admin(
-    session: AsyncSession, settings: Settings, *, reset: bool = False
+    session: AsyncSession, settings: Settings, passwords: PasswordHashing, *, reset: bool = False
 ) -> DevAdmin | None:
     """In the dev environment, make sure the shop has an administrator: the configured one, or
     else ``admin@example.com`` with a generated password kept under the data directory.
@@ -151,20 +151,27 @@ async def ensure_dev_admin(
         return None
     if settings.admin_email is not None and settings.admin_password is not None:
         admin = await users.ensure_admin(
-            session, str(settings.admin_email), settings.admin_password.get_secret_value()
+            session,
+            passwords,
+            str(settings.admin_email),
+            settings.admin_password.get_secret_value(),
         )
         return DevAdmin(admin.email, "configured")
 
     path = admin_password_file(settings.data_dir)
     stored = read_admin_password(path)
     user = await users.find_by_email(session, DEV_ADMIN_EMAIL)
-    works = user is not None and stored is not None and verify_password(user.password_hash, stored)
+    works = (
+        user is not None
+        and stored is not None
+        and await passwords.verify(user.password_hash, stored)
+    )
     state = generated_admin_state(exists=user is not None, stored_password_works=works, reset=reset)
     if state == "password_unknown":
         return DevAdmin(DEV_ADMIN_EMAIL, state, password_file=path)
     if state == "existing":
         assert stored is not None
-        await users.ensure_admin(session, DEV_ADMIN_EMAIL, stored)
+        await users.ensure_admin(session, passwords, DEV_ADMIN_EMAIL, stored)
         return DevAdmin(DEV_ADMIN_EMAIL, state, stored, path)
 
     # A password already on file is kept for a new account (the database was deleted, the
@@ -173,9 +180,9 @@ async def ensure_dev_admin(
     # Written before the account: a failure in between leaves a file, never a lost password.
     write_admin_password(path, password)
     if user is None:
-        await users.ensure_admin(session, DEV_ADMIN_EMAIL, password)
+        await users.ensure_admin(session, passwords, DEV_ADMIN_EMAIL, password)
     else:
-        await users.set_admin_password(session, user, password)
+        await users.set_admin_password(session, passwords, user, password)
     return DevAdmin(DEV_ADMIN_EMAIL, state, password, path)
 
 
@@ -206,10 +213,14 @@ async def prepare(
 ) -> tuple[DevAdmin | None, SeedResult | None]:
     """Ensure the dev administrator and, with ``seed``, the sample catalogue."""
     engine = create_engine(settings)
+    passwords = PasswordHashing(
+        settings.password_hash_concurrency, settings.password_hash_wait_seconds
+    )
     try:
         async with create_session_factory(engine)() as session:
-            admin = await ensure_dev_admin(session, settings, reset=reset_admin)
+            admin = await ensure_dev_admin(session, settings, passwords, reset=reset_admin)
             seeded = await seed_products(session) if seed else None
     finally:
+        passwords.close()
         await engine.dispose()
     return admin, seeded

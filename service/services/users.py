@@ -77,9 +77,11 @@ async def ensure_admin(
         return admin
 
 
-async def set_admin_password(session: AsyncSession, user: User, password: str) -> None:
+async def set_admin_password(
+    session: AsyncSession, passwords: PasswordHashing, user: User, password: str
+) -> None:
     """Give ``user`` a new password and the admin role."""
-    user.password_hash = hash_password(password)
+    user.password_hash = await passwords.hash(password)
     user.role = Role.ADMIN
     await session.commit()
 

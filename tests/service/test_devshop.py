@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from service.core.database import create_engine, create_session_factory
+from service.core.passwords import PasswordHashing
 from service.core.settings import Settings
 from service.migrations import upgrade_async
 from service.models import Product, Role, User
@@ -53,11 +54,13 @@ async def _scalar(settings: Settings, query: Any) -> Any:
 
 async def _logs_in(settings: Settings, email: str, password: str) -> bool:
     engine = create_engine(settings)
+    passwords = PasswordHashing(concurrency=1, wait_seconds=5)
     try:
         async with create_session_factory(engine)() as session:
-            user = await users.authenticate(session, email, password)
+            user = await users.authenticate(session, passwords, email, password)
             return user is not None and user.role == Role.ADMIN
     finally:
+        passwords.close()
         await engine.dispose()
 
 
