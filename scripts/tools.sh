@@ -201,12 +201,16 @@ EOF
 
 # build_kube VERSION CMD [OUT]: one of the k8s.io/kubernetes/cmd/* binaries, version-stamped.
 build_kube() {
-    local v=$1 cmd=$2 out=${3:-$2} ldflags="-s -w" pkg minor
+    local v=$1 cmd=$2 out=${3:-$2} ldflags="-s -w" pkg minor released
     prepare_kubernetes || return 1
     minor=$(cut -d. -f2 <<<"$v")
+    # The release's own date, not today's: the same version builds the same binary, so the
+    # images made from it keep their hash and are not rebuilt.
+    released=$(cd "$SRC/kubernetes-$v" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' \
+        "k8s.io/kubernetes")
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$released"
     done
     (cd "$SRC/kubernetes-$v" && go_build_to "$out" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd")
 }
