@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storefront_operator.render import REPO_ROOT
@@ -28,5 +28,11 @@ class OperatorConfig(BaseSettings):
     apply_crd: bool = Field(True, description="Apply the bundled CRD at start (when RBAC allows).")
     dashboards_dir: Path = REPO_ROOT / "dashboards"
     redis_timeout: float = Field(2.0, gt=0)
+    pod_namespace: str | None = Field(
+        None,
+        validation_alias=AliasChoices("POD_NAMESPACE", "STOREFRONT_OPERATOR_POD_NAMESPACE"),
+        description="The operator's own namespace (the chart sets POD_NAMESPACE): each managed "
+        "Redis's NetworkPolicy lets the operator's pods in to read the queue depth.",
+    )
     log_level: str = "INFO"
     log_format: str = "json"

@@ -245,7 +245,13 @@ async def reconcile(body: Body) -> None:
     async with RUNTIME.lock(ident):
         started = time.perf_counter()
         try:
-            phase = await asyncio.to_thread(reconcile_sync, RUNTIME.kube, body, RUNTIME.dashboards)
+            phase = await asyncio.to_thread(
+                reconcile_sync,
+                RUNTIME.kube,
+                body,
+                RUNTIME.dashboards,
+                RUNTIME.config.pod_namespace,
+            )
         except KubeError as exc:
             metrics.RECONCILES.labels(outcome="error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
@@ -260,7 +266,12 @@ async def reconcile(body: Body) -> None:
         metrics.set_instance_phases(RUNTIME.phases)
 
 
-def reconcile_sync(kube: Kube, seen_body: Body, dashboards: Mapping[str, str]) -> str:
+def reconcile_sync(
+    kube: Kube,
+    seen_body: Body,
+    dashboards: Mapping[str, str],
+    operator_namespace: str | None = None,
+) -> str:
     """Blocking part of a reconcile (runs in a thread); returns the phase written to status,
     or "Gone" when the instance no longer exists."""
     seen_meta = seen_body["metadata"]
@@ -300,7 +311,9 @@ def reconcile_sync(kube: Kube, seen_body: Body, dashboards: Mapping[str, str]) -
         namespace, generated_secret_name(name), owner, labels(name, "secret", spec)
     )
     context = RenderContext(
-        service_monitor_crd=kube.crd_exists(SERVICE_MONITOR_CRD), dashboards=dashboards
+        service_monitor_crd=kube.crd_exists(SERVICE_MONITOR_CRD),
+        dashboards=dashboards,
+        operator_namespace=operator_namespace,
     )
     desired = render(name, namespace, spec, context)
     job_name = migration_job_name(name, spec)

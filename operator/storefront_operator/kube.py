@@ -26,6 +26,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     (API_VERSION, KIND): PLURAL,
 }
@@ -37,6 +38,7 @@ PRUNABLE: tuple[tuple[str, str], ...] = (
     ("batch/v1", "Job"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"

@@ -308,6 +308,38 @@ class DashboardsSpec(_Model):
     folder: str = Field("Storefront", max_length=100)
 
 
+class LabelSelectorRequirement(_Model):
+    """One `matchExpressions` term of a Kubernetes label selector."""
+
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list, max_length=100)
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector; empty selects everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=20)
+
+    def manifest(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_defaults=True)
+
+
+class NetworkPolicySpec(_Model):
+    """NetworkPolicies around the instance's pods (enforced where the cluster's network plugin
+    enforces NetworkPolicy): the managed PostgreSQL and Redis accept only this instance's pods
+    (and the operator, which reads the queue depth); the API accepts its port from anywhere;
+    worker and scheduler metrics ports only from the namespaces selected below."""
+
+    enabled: bool = True
+    metrics_namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Namespaces whose pods may scrape worker and scheduler /metrics "
+        "(e.g. matchLabels: {kubernetes.io/metadata.name: monitoring}); empty: every namespace.",
+    )
+
+
 class ObservabilitySpec(_Model):
     """Traces, logs, metrics scraping and dashboards."""
 
@@ -354,6 +386,7 @@ class StorefrontSpec(_Model):
     database: DatabaseSpec
     redis: RedisSpec
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=100,

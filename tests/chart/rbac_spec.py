@@ -22,6 +22,7 @@ NAMESPACED: frozenset[tuple[str, str, str]] = frozenset(
             ("batch", "jobs"),
             ("autoscaling", "horizontalpodautoscalers"),
             ("policy", "poddisruptionbudgets"),
+            ("networking.k8s.io", "networkpolicies"),
             ("monitoring.coreos.com", "servicemonitors"),
         )
         for v in CHILD_VERBS

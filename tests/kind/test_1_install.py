@@ -76,3 +76,17 @@ def test_kubectl_get_sf_shows_it_ready(kind_cluster: KindCluster, shop: Shop) ->
     header, row = table.splitlines()[:2]
     columns = dict(zip(header.split(), row.split(), strict=False))
     assert columns["NAME"] == shop.name and columns["READY"] == "True", table
+
+
+def test_network_policies_guard_each_component(kind_cluster: KindCluster, shop: Shop) -> None:
+    """The policies are in place, the managed Redis letting in the operator's namespace, which
+    reads the queue depth (this cluster's bridge network does not enforce NetworkPolicy)."""
+    policies = {
+        p["metadata"]["name"]: p["spec"]
+        for p in kind_cluster.get("networkpolicies", namespace=shop.namespace)
+    }
+    components = ("api", "worker", "scheduler", "migrate", "postgres", "redis")
+    assert set(policies) >= {f"{shop.name}-{c}" for c in components}
+    peers = policies[f"{shop.name}-redis"]["ingress"][0]["from"]
+    namespaces = [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in peers]
+    assert {"kubernetes.io/metadata.name": OPERATOR_NAMESPACE} in namespaces

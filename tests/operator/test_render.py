@@ -62,6 +62,7 @@ def test_default_children() -> None:
         ("Service", "demo-scheduler-metrics"),
         ("Deployment", "demo-scheduler"),
         ("PodDisruptionBudget", "demo-api"),
+        *(("NetworkPolicy", f"demo-{c}") for c in ("api", "worker", "scheduler", "migrate")),
     }
     for child in got.values():
         assert child["metadata"]["namespace"] == NS
@@ -435,3 +436,62 @@ def test_worker_selector_matches_worker_pods() -> None:
     for pair in worker_selector(NAME).split(","):
         k, v = pair.split("=")
         assert labels[k] == v
+
+
+def test_network_policies_let_in_only_who_needs_each_port() -> None:
+    spec = parse_spec(
+        {
+            "database": {"managed": True},
+            "redis": {"managed": True},
+            "networkPolicy": {
+                "metricsNamespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                }
+            },
+        }
+    )
+    got = render(NAME, NS, spec, RenderContext(operator_namespace="storefront-system"))
+    policies = {m["metadata"]["name"]: m["spec"] for m in got if m["kind"] == "NetworkPolicy"}
+    assert set(policies) == {
+        f"{NAME}-{c}" for c in ("api", "worker", "scheduler", "migrate", "postgres", "redis")
+    }
+    for component, policy in policies.items():
+        assert policy["policyTypes"] == ["Ingress"]  # egress stays open
+        labels = policy["podSelector"]["matchLabels"]
+        assert labels["app.kubernetes.io/component"] == component.removeprefix(f"{NAME}-")
+
+    own = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "storefront",
+                                           "app.kubernetes.io/instance": NAME}}}  # fmt: skip
+    assert policies[f"{NAME}-postgres"]["ingress"] == [
+        {"from": [own], "ports": [{"protocol": "TCP", "port": 5432}]}
+    ]
+    (redis,) = policies[f"{NAME}-redis"]["ingress"]
+    assert redis["from"] == [own, {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storefront-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+    }]  # fmt: skip
+    # The API's port (which also serves its /metrics) from anywhere: no `from`.
+    assert policies[f"{NAME}-api"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    (worker,) = policies[f"{NAME}-worker"]["ingress"]
+    assert worker["from"] == [monitoring]
+    assert [p["port"] for p in worker["ports"]] == [9100, 9101]  # one per worker process
+    assert policies[f"{NAME}-migrate"]["ingress"] == []
+
+
+def test_network_policies_follow_the_spec() -> None:
+    def policy_names(spec: StorefrontSpec) -> set[str]:
+        return {
+            m["metadata"]["name"] for m in render(NAME, NS, spec) if m["kind"] == "NetworkPolicy"
+        }
+
+    # Without the operator's namespace (outside a cluster), Redis lets in the instance only;
+    # without managed services or a scheduler, their policies go (and get pruned).
+    assert policy_names(spec_of(scheduler={"enabled": False})) == {
+        f"{NAME}-api", f"{NAME}-worker", f"{NAME}-migrate"
+    }  # fmt: skip
+    assert policy_names(spec_of(networkPolicy={"enabled": False})) == set()
+    everyone = children(spec_of())[("NetworkPolicy", f"{NAME}-worker")]["spec"]["ingress"]
+    assert everyone[0]["from"] == [{"namespaceSelector": {}}]  # every namespace by default
