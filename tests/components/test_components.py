@@ -174,8 +174,23 @@ def test_kube_cluster_runs_a_deployment(kube_cluster: KubeCluster, kube_namespac
                     selector=client.V1LabelSelector(match_labels=labels),
                     template=client.V1PodTemplateSpec(
                         metadata=client.V1ObjectMeta(labels=labels),
+                        # What the namespace's `restricted` Pod Security Standard requires.
                         spec=client.V1PodSpec(
-                            containers=[client.V1Container(name="app", image="busybox")]
+                            security_context=client.V1PodSecurityContext(
+                                run_as_non_root=True,
+                                run_as_user=1000,
+                                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+                            ),
+                            containers=[
+                                client.V1Container(
+                                    name="app",
+                                    image="busybox",
+                                    security_context=client.V1SecurityContext(
+                                        allow_privilege_escalation=False,
+                                        capabilities=client.V1Capabilities(drop=["ALL"]),
+                                    ),
+                                )
+                            ],
                         ),
                     ),
                 ),
