@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health
+from service.api import health, idempotency
 from service.api import metrics as metrics_api
 from service.api.v1 import router as v1
 from service.api.v2 import router as v2
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     install_error_handlers(app)
+    idempotency.install_replay(app)
     # FastAPI tries routes in order: the API first (catalogue reads, the bulk of the traffic, at
     # its head), probes and the scrape endpoint last. Putting the product routes first was worth
     # about 6 % of the cached read's throughput (bench/).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -15,6 +15,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from service.core.settings import Settings
+
+T = TypeVar("T")
+
+# A write that a caller adds to a service's transaction: called with the service's result right
+# before its commit, so the two are stored together or not at all (the answer kept with an
+# Idempotency-Key, for one).
+BeforeCommit = Callable[[AsyncSession, T], Awaitable[None]]
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -79,6 +79,14 @@ class ConflictError(AppError):
     default_message = "Conflict"
 
 
+class IdempotencyKeyReusedError(AppError):
+    """The request's ``Idempotency-Key`` came before with a different request."""
+
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "The Idempotency-Key was used with a different request"
+
+
 class PayloadTooLargeError(AppError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     outbox_relay_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often each API process enqueues jobs left owed"
     )
+    idempotency_key_ttl_seconds: int = Field(
+        default=24 * 3600,
+        ge=1,
+        description="How long an Idempotency-Key is remembered after its first request",
+    )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     image_max_size: int = Field(default=1024, gt=0, description="Longest side of stored images")

@@ -275,10 +275,10 @@ async def enqueue(
     return message.message_id
 
 
+def sales_report_kwargs(start: date, end: date) -> dict[str, Any]:
+    return {"start_date": start.isoformat(), "end_date": end.isoformat()}
+
+
 async def enqueue_sales_report(redis: aioredis.Redis, start: date, end: date) -> str:
     """Queue a sales report for [start, end); its job ID is also the report's ID."""
-    return await enqueue(
-        redis,
-        "generate_sales_report",
-        {"start_date": start.isoformat(), "end_date": end.isoformat()},
-    )
+    return await enqueue(redis, "generate_sales_report", sales_report_kwargs(start, end))

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.core.database import BeforeCommit
 from service.core.errors import ConflictError, NotFoundError
 from service.models import Order, OrderItem, OrderStatus, Product
 from service.models.base import utcnow
@@ -30,9 +31,15 @@ class PlacedOrder(NamedTuple):
 
 
 async def create_order(
-    session: AsyncSession, redis: aioredis.Redis, user_id: int, data: OrderCreate
+    session: AsyncSession,
+    redis: aioredis.Redis,
+    user_id: int,
+    data: OrderCreate,
+    *,
+    before_commit: BeforeCommit[PlacedOrder] | None = None,
 ) -> PlacedOrder:
-    """Reserve stock and record the order in one transaction, then announce it."""
+    """Reserve stock and record the order in one transaction (with ``before_commit``'s write,
+    if given), then announce it."""
     wanted = Counter[int]()
     for line in data.items:
         wanted[line.product_id] += line.qty
@@ -74,6 +81,9 @@ async def create_order(
     confirmation = outbox.owe(
         session, "send_order_confirmation", {"order_id": order.id}, track=True
     )
+    placed = PlacedOrder(order, confirmation.message_id)
+    if before_commit is not None:
+        await before_commit(session, placed)
     await session.commit()
 
     metrics.ORDERS_CREATED.inc()
@@ -81,7 +91,7 @@ async def create_order(
     await _announce(redis, order, product_ids)
     await outbox.enqueue_owed(redis, session, confirmation)
     log.info("order_created", order_id=order.id, total=str(order.total))
-    return PlacedOrder(order, confirmation.message_id)
+    return placed
 
 
 async def _announce(redis: aioredis.Redis, order: Order, product_ids: list[int]) -> None:

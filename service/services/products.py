@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.core.database import BeforeCommit
 from service.core.errors import ConflictError, NotFoundError, ValidationFailedError
 from service.models import OutboxMessage, Product, ProductImage
 from service.observability import metrics
@@ -27,14 +28,22 @@ def cache_key(product_id: int) -> str:
     return f"storefront:cache:product:{product_id}"
 
 
-async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
+async def create_product(
+    session: AsyncSession,
+    data: ProductCreate,
+    *,
+    before_commit: BeforeCommit[Product] | None = None,
+) -> Product:
     product = Product(**data.model_dump())
     session.add(product)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise ConflictError(f"A product with sku {data.sku!r} already exists") from None
+    if before_commit is not None:
+        await before_commit(session, product)
+    await session.commit()
     return product
 
 
@@ -155,9 +164,16 @@ def resize_image(data: bytes, max_size: int, max_pixels: int) -> tuple[bytes, in
 
 
 async def store_image(
-    session: AsyncSession, product_id: int, upload: bytes, max_size: int, max_pixels: int
+    session: AsyncSession,
+    product_id: int,
+    upload: bytes,
+    max_size: int,
+    max_pixels: int,
+    *,
+    before_commit: BeforeCommit[ProductImageOut] | None = None,
 ) -> tuple[ProductImageOut, OutboxMessage]:
-    """Resize and store the original; the thumbnails job is owed in the same transaction."""
+    """Resize and store the original; the thumbnails job is owed in the same transaction, and
+    its ID is the answer's ``job_id``."""
     await get_product(session, product_id)
     data, width, height, content_type = await asyncio.to_thread(
         resize_image, upload, max_size, max_pixels
@@ -170,6 +186,14 @@ async def store_image(
     thumbnails = outbox.owe(
         session, "process_product_image", {"product_id": product_id}, track=True
     )
+    stored = ProductImageOut(
+        width=width,
+        height=height,
+        bytes=len(data),
+        content_type=content_type,
+        job_id=thumbnails.message_id,
+    )
+    if before_commit is not None:
+        await before_commit(session, stored)
     await session.commit()
-    stored = ProductImageOut(width=width, height=height, bytes=len(data), content_type=content_type)
     return stored, thumbnails

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
+from service.api import idempotency
 from service.api.deps import (
     AdminUser,
     PaginationDep,
@@ -14,6 +15,7 @@ from service.api.deps import (
     SettingsDep,
     resources_of,
 )
+from service.api.idempotency import IdempotencyDep
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
@@ -22,9 +24,19 @@ from service.services import outbox, products
 router = APIRouter(prefix="/products", tags=["products"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def create_product(data: ProductCreate, _: AdminUser, session: SessionDep) -> ProductOut:
-    return ProductOut.model_validate(await products.create_product(session, data))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=idempotency.responses(status.HTTP_201_CREATED),
+)
+async def create_product(
+    data: ProductCreate, _: AdminUser, session: SessionDep, idempotent: IdempotencyDep
+) -> ProductOut:
+    """Add a product; safe to retry with an ``Idempotency-Key``."""
+    product = await products.create_product(
+        session, data, before_commit=idempotent.records(ProductOut.model_validate)
+    )
+    return ProductOut.model_validate(product)
 
 
 @router.get("", response_model=Page[ProductOut])
@@ -73,7 +85,7 @@ async def update_product(
     )
 
 
-@router.post("/{product_id}/image")
+@router.post("/{product_id}/image", responses=idempotency.responses(status.HTTP_200_OK))
 async def upload_image(
     product_id: ResourceId,
     file: Annotated[UploadFile, File(description="An image (PNG, JPEG, WebP, GIF...)")],
@@ -81,14 +93,21 @@ async def upload_image(
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,
+    idempotent: IdempotencyDep,
 ) -> ProductImageOut:
-    """Resize the upload off the event loop (a worker thread), store it, and queue thumbnails."""
+    """Resize the upload off the event loop (a worker thread), store it, and queue thumbnails;
+    safe to retry with an ``Idempotency-Key``."""
     upload = await file.read(settings.max_body_bytes + 1)
     if len(upload) > settings.max_body_bytes:
         raise PayloadTooLargeError()
     stored, thumbnails = await products.store_image(
-        session, product_id, upload, settings.image_max_size, settings.max_image_pixels
+        session,
+        product_id,
+        upload,
+        settings.image_max_size,
+        settings.max_image_pixels,
+        before_commit=idempotent.records(ProductImageOut.model_validate),
     )
     # Queued now, or by the outbox relay once Redis answers: the job ID holds either way.
     await outbox.enqueue_owed(redis, session, thumbnails)
-    return stored.model_copy(update={"job_id": thumbnails.message_id})
+    return stored

@@ -10,13 +10,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import StreamingResponse
 
+from service.api import idempotency
 from service.api.deps import AdminUser, RedisDep, ResourcesDep, SessionDep
+from service.api.idempotency import IdempotencyDep
 from service.core.errors import NotFoundError
 from service.core.resources import Resources
 from service.models import Report
 from service.schemas.job import JobAccepted
 from service.schemas.order import DateRange
-from service.services import jobs, orders
+from service.services import orders, reports
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -59,11 +61,32 @@ def _csv_value(value: object) -> object:
     return getattr(value, "value", value)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
-async def request_sales_report(window: DateRange, _: AdminUser, redis: RedisDep) -> JobAccepted:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=idempotency.responses(status.HTTP_202_ACCEPTED),
+)
+async def request_sales_report(
+    window: DateRange,
+    _: AdminUser,
+    session: SessionDep,
+    redis: RedisDep,
+    idempotent: IdempotencyDep,
+) -> JobAccepted:
     """Queue a sales report for [start_date, end_date); follow it at ``/api/v1/jobs/{job_id}``
-    and download it from ``/api/v1/reports/{job_id}.csv`` once it succeeded."""
-    job_id = await jobs.enqueue_sales_report(redis, window.start_date, window.end_date)
+    and download it from ``/api/v1/reports/{job_id}.csv`` once it succeeded. Safe to retry
+    with an ``Idempotency-Key``."""
+    job_id = await reports.request_sales_report(
+        session,
+        redis,
+        window.start_date,
+        window.end_date,
+        before_commit=idempotent.records(_accepted),
+    )
+    return _accepted(job_id)
+
+
+def _accepted(job_id: str) -> JobAccepted:
     return JobAccepted(job_id=job_id, status="queued")
 
 
