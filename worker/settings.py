@@ -34,6 +34,7 @@ class CronEntry(BaseModel):
 DEFAULT_CRON = [
     CronEntry(name="nightly-sales-report", cron="0 2 * * *", job="generate_sales_report"),
     CronEntry(name="stale-pending-orders", cron="0 * * * *", job="cancel_stale_orders"),
+    CronEntry(name="expired-idempotency-keys", cron="30 * * * *", job="purge_idempotency_keys"),
 ]
 
 

@@ -36,6 +36,7 @@ TRACER_NAME = "storefront.jobs"
 ACTOR_QUEUES: dict[str, str] = {
     "send_order_confirmation": "default",
     "cancel_stale_orders": "default",
+    "purge_idempotency_keys": "default",
     "probe": "default",
     "process_product_image": "images",
     "generate_sales_report": "reports",

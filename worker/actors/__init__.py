@@ -10,6 +10,7 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from service.services.jobs import ACTOR_QUEUES
+from worker.actors.idempotency import purge_idempotency_keys
 from worker.actors.images import process_product_image
 from worker.actors.mail import send_order_confirmation
 from worker.actors.orders import cancel_stale_orders
@@ -46,6 +47,7 @@ ACTORS: tuple[ActorSpec, ...] = (
     ActorSpec(process_product_image, max_retries=3, time_limit_ms=2 * MINUTE_MS),
     ActorSpec(generate_sales_report, max_retries=3, time_limit_ms=30 * MINUTE_MS, priority=10),
     ActorSpec(cancel_stale_orders, max_retries=2, time_limit_ms=5 * MINUTE_MS),
+    ActorSpec(purge_idempotency_keys, max_retries=2, time_limit_ms=5 * MINUTE_MS),
     ActorSpec(probe, max_retries=3, time_limit_ms=MINUTE_MS),
 )
 
