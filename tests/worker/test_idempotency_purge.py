@@ -12,6 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select
 
 from service.core.database import create_engine, create_session_factory
+from service.core.passwords import PasswordHashing
 from service.core.settings import Settings
 from service.migrations import upgrade_async
 from service.models import IdempotencyKey
@@ -26,10 +27,17 @@ async def seed(settings: Settings) -> None:
     engine = create_engine(settings)
     try:
         async with create_session_factory(engine)() as session:
-            user = await users.create_user(
-                session,
-                UserCreate(email="ann@example.com", name="Ann", password="correct-horse-battery"),
-            )
+            passwords = PasswordHashing(concurrency=1, wait_seconds=5)
+            try:
+                user = await users.create_user(
+                    session,
+                    passwords,
+                    UserCreate(
+                        email="ann@example.com", name="Ann", password="correct-horse-battery"
+                    ),
+                )
+            finally:
+                passwords.close()
             now = utcnow()
             for name, expires_in in (("old-1", -2), ("old-2", -1), ("today", 20)):
                 session.add(
