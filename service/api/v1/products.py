@@ -14,6 +14,7 @@ from service.api.deps import (
     SettingsDep,
     resources_of,
 )
+from service.api.ratelimit import RATE_LIMITED_RESPONSES, ImageUploadsLimit
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
@@ -73,11 +74,12 @@ async def update_product(
     )
 
 
-@router.post("/{product_id}/image")
+@router.post("/{product_id}/image", responses=RATE_LIMITED_RESPONSES)
 async def upload_image(
     product_id: ResourceId,
     file: Annotated[UploadFile, File(description="An image (PNG, JPEG, WebP, GIF...)")],
     _: AdminUser,
+    _limit: ImageUploadsLimit,
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import AdminUser, RedisDep, ResourcesDep, SessionDep
+from service.api.ratelimit import RATE_LIMITED_RESPONSES, ExportsLimit, ReportsLimit
 from service.core.errors import NotFoundError
 from service.core.resources import Resources
 from service.models import Report
@@ -24,10 +25,16 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 @router.get(
     "/orders.csv",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "CSV, one row per order"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "CSV, one row per order"},
+        **RATE_LIMITED_RESPONSES,
+    },
 )
 async def orders_csv(
-    window: Annotated[DateRange, Query()], _: AdminUser, resources: ResourcesDep
+    window: Annotated[DateRange, Query()],
+    _: AdminUser,
+    _limit: ExportsLimit,
+    resources: ResourcesDep,
 ) -> StreamingResponse:
     """Orders created in [start_date, end_date), never holding the whole set in memory."""
     filename = f"orders-{window.start_date}-{window.end_date}.csv"
@@ -59,8 +66,10 @@ def _csv_value(value: object) -> object:
     return getattr(value, "value", value)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
-async def request_sales_report(window: DateRange, _: AdminUser, redis: RedisDep) -> JobAccepted:
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=RATE_LIMITED_RESPONSES)
+async def request_sales_report(
+    window: DateRange, _: AdminUser, _limit: ReportsLimit, redis: RedisDep
+) -> JobAccepted:
     """Queue a sales report for [start_date, end_date); follow it at ``/api/v1/jobs/{job_id}``
     and download it from ``/api/v1/reports/{job_id}.csv`` once it succeeded."""
     job_id = await jobs.enqueue_sales_report(redis, window.start_date, window.end_date)
