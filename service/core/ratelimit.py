@@ -167,11 +167,6 @@ class RateLimits:
         """Limit ``name``, or ``None`` when it is switched off."""
         return self._policies.get(name)
 
-    @property
-    def redis_down(self) -> bool:
-        """Whether the last attempt on Redis failed (it is tried again after the retry delay)."""
-        return self._down_until is not None
-
     async def close(self) -> None:
         await self._pool.aclose()
 
@@ -184,7 +179,7 @@ class RateLimits:
             reset_at, remaining = await limiter.get_window_stats(policy.item, policy.name, key)
             return Refusal(policy, max(1, math.ceil(reset_at - time.time())), remaining)
 
-        return await self._run(policy, hit)
+        return await self._run(policy, hit, check=True)
 
     async def give_back(self, policy: Policy, key: str) -> None:
         """Take back one hit: the request it counted turned out not to be what the limit counts
@@ -195,7 +190,7 @@ class RateLimits:
             counter = policy.item.key_for(policy.name, key)
             await limiter.storage.incr(counter, policy.window_seconds, amount=-1)
 
-        await self._run(policy, give_back)
+        await self._run(policy, give_back, check=False)
 
     async def clear(self, policy: Policy, key: str) -> None:
         """Start ``key``'s count afresh."""
@@ -203,13 +198,17 @@ class RateLimits:
         async def clear(limiter: FixedWindowRateLimiter) -> None:
             await limiter.clear(policy.item, policy.name, key)
 
-        await self._run(policy, clear)
+        await self._run(policy, clear, check=False)
 
     async def _run(
-        self, policy: Policy, operation: Callable[[FixedWindowRateLimiter], Awaitable[T]]
+        self,
+        policy: Policy,
+        operation: Callable[[FixedWindowRateLimiter], Awaitable[T]],
+        check: bool,
     ) -> T | None:
         """``operation`` on Redis's counters, or on the policy's fallback while Redis is down
-        (``None`` when that fallback is to let the request through)."""
+        (``None`` when that fallback is to let the request through); a ``check`` made without
+        Redis is counted."""
         if self._down_until is None or time.monotonic() >= self._down_until:
             try:
                 result = await operation(self._shared)
@@ -218,7 +217,8 @@ class RateLimits:
             else:
                 self._redis_answered()
                 return result
-        metrics.RATE_LIMIT_DEGRADED.labels(policy.name, policy.fallback).inc()
+        if check:
+            metrics.RATE_LIMIT_DEGRADED.labels(policy.name, policy.fallback).inc()
         if policy.fallback == "memory":
             return await operation(self._local)
         return None
