@@ -1,5 +1,6 @@
-"""The Storefront API dashboard: traffic, errors, latency by route (with exemplars linking to
-traces), in-flight requests, cache, orders and revenue, database pool, process resources."""
+"""The Storefront API dashboard: traffic, errors, rate-limited requests, latency by route (with
+exemplars linking to traces), in-flight requests, cache, orders and revenue, database pool,
+process resources."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ UID = "storefront-service"
 HTTP = "http_server_request_duration_seconds"
 REQUESTS = f"{HTTP}_count"
 CACHE = "storefront_cache_requests_total"
+RATE_LIMITED = "storefront_rate_limited_total"
 
 REQUEST_RATE = rate_sum(REQUESTS)
 SERVER_ERROR_RATIO = ratio(rate_sum(REQUESTS, matchers=['status_code=~"5.."']), REQUEST_RATE)
@@ -119,6 +121,17 @@ def build() -> dashboard_builders.Dashboard:
                 "Requests being served, by method.",
                 [Query(gauge("http_server_active_requests", "method"), "{{method}}")],
                 "short",
+            )
+        )
+        .with_panel(
+            ts(
+                "Rate limited",
+                "Requests refused with 429, by limit and route template: failed sign-ins per "
+                "account or address, sign-ups, reports, exports, image uploads, the global limit.",
+                [Query(rate_sum(RATE_LIMITED, "limit, route"), "{{limit}} {{route}}")],
+                "reqps",
+                width=24,
+                height=6,
             )
         )
         .with_row(dashboard_builders.Row("Latency"))

@@ -31,11 +31,13 @@ class Workload:
     orders: int
     cache_hits: int
     cache_misses: int
+    rate_limited: int
 
 
 def drive(api_url: str, admin_email: str, admin_password: str, settle: float = 2.5) -> Workload:
     """A short shopping session: an admin adds products, a shopper browses (cache misses, then
-    hits), orders, hits a 404 and a 422, and listens to live events for a moment.
+    hits), orders, hits a 404 and a 422, and listens to live events for a moment; then someone
+    guesses a password until the sign-in limit answers 429.
 
     `settle` seconds pass between the warm-up and the counted reads, so both cache series exist
     when Prometheus scrapes (rate() cannot see the increments that create a series).
@@ -77,8 +79,28 @@ def drive(api_url: str, admin_email: str, admin_password: str, settle: float = 2
         with http.stream("GET", "/api/v1/events/orders", timeout=10) as stream:
             _expect(stream, 200)
             time.sleep(1.5)
+        # An account nobody has, so no real account is locked; refused twice, a scrape apart,
+        # so the rate-limit series exists before it grows.
+        guessed = f"nobody-{run}@example.com"
+        _guess_until_refused(http, guessed)
+        time.sleep(settle)
+        _expect(_guess(http, guessed), 429)
     # Counted reads: 7 hits; misses: products 1 and 2 once each, and the unknown product.
-    return Workload(products=3, orders=3, cache_hits=7, cache_misses=3)
+    return Workload(products=3, orders=3, cache_hits=7, cache_misses=3, rate_limited=2)
+
+
+def _guess(http: httpx.Client, email: str) -> httpx.Response:
+    return http.post("/api/v1/auth/token", data={"username": email, "password": "a-wrong-guess"})
+
+
+def _guess_until_refused(http: httpx.Client, email: str, attempts: int = 30) -> None:
+    """Wrong passwords for ``email`` until the per-account sign-in limit answers 429."""
+    for _ in range(attempts):
+        response = _guess(http, email)
+        if response.status_code == 429:
+            return
+        _expect(response, 401)
+    raise AssertionError(f"no 429 after {attempts} failed sign-ins for one account")
 
 
 def _login(http: httpx.Client, email: str, password: str) -> dict[str, str]:

@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import health, idempotency
 from service.api import metrics as metrics_api
+from service.api.ratelimit import GLOBAL_LIMIT, RATE_LIMITED_RESPONSES
 from service.api.v1 import router as v1
 from service.api.v2 import router as v2
+from service.core import ratelimit
 from service.core.database import create_engine, create_session_factory, pool_in_use
 from service.core.errors import install_error_handlers
 from service.core.passwords import PasswordHashing
@@ -45,7 +47,7 @@ log = structlog.get_logger("storefront.app")
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the engine, Redis (embedded if none is configured), HTTP client, event hub, the
-    outbox relay and the password-hashing threads."""
+    outbox relay, the password-hashing threads and the rate limits' counters."""
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if redis_url is None:
@@ -62,6 +64,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     passwords = PasswordHashing(
         settings.password_hash_concurrency, settings.password_hash_wait_seconds
     )
+    rate_limits = ratelimit.RateLimits(
+        redis_url, ratelimit.policies(settings), settings.rate_limit_retry_seconds
+    )
     try:
         await hub.start()
         relay.start()
@@ -74,8 +79,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             http=http,
             events=hub,
             passwords=passwords,
+            rate_limits=rate_limits,
         )
     finally:
+        await rate_limits.close()
         passwords.close()
         await relay.close()
         await hub.close()
@@ -140,8 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI tries routes in order: the API first (catalogue reads, the bulk of the traffic, at
     # its head), probes and the scrape endpoint last. Putting the product routes first was worth
     # about 6 % of the cached read's throughput (bench/).
-    v1.include_in(app)
-    v2.include_in(app)
+    # The optional global per-address limit guards every API route as a dependency. Unset, as by
+    # default, no route gets anything: limits cost only the routes that declare one.
+    guards = [GLOBAL_LIMIT] if settings.rate_limit_global else []
+    guarded = RATE_LIMITED_RESPONSES if guards else None
+    v1.include_in(app, guards, guarded)
+    v2.include_in(app, guards, guarded)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)

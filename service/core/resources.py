@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.core.passwords import PasswordHashing
+from service.core.ratelimit import RateLimits
 from service.core.settings import Settings
 from service.services.events import EventHub
 
@@ -23,3 +24,4 @@ class Resources:
     http: httpx.AsyncClient
     events: EventHub
     passwords: PasswordHashing
+    rate_limits: RateLimits

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
+from limits import RateLimitItem
+from limits import parse_many as parse_limits
+from pydantic import (
+    AfterValidator,
+    EmailStr,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "storefront-development-secret-do-not-use-in-production"
@@ -17,6 +29,33 @@ MIN_JWT_SECRET_LENGTH = 32
 
 class SettingsError(RuntimeError):
     """A setting is wrong; the message is one line naming it."""
+
+
+def parse_limit(value: str) -> RateLimitItem:
+    """One rate limit in the notation of ``limits`` (``10/5 minutes``, ``20 per hour``)."""
+    try:
+        items = parse_limits(value)
+    except ValueError:
+        items = []
+    if len(items) != 1:
+        raise ValueError(
+            f"{value!r} is not one rate limit: write COUNT/PERIOD, such as '10/5 minutes' or "
+            "'20 per hour', or 'off'"
+        )
+    if items[0].amount < 1:
+        raise ValueError(f"{value!r}: the count must be at least 1 (or the limit 'off')")
+    return items[0]
+
+
+def _rate_limit(value: str | None) -> str | None:
+    if value is None or value.strip().lower() in ("", "off"):
+        return None
+    parse_limit(value)
+    return value.strip()
+
+
+# A limit such as "10/5 minutes"; "off" (or empty) switches it off.
+RateLimitSetting = Annotated[str | None, AfterValidator(_rate_limit)]
 
 
 class Settings(BaseSettings):
@@ -74,6 +113,38 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = True
     pending_order_ttl_minutes: int = Field(default=60, gt=0)
+    rate_limit_login_account: RateLimitSetting = Field(
+        default="10/5 minutes", description="Failed sign-ins per account"
+    )
+    rate_limit_login_address: RateLimitSetting = Field(
+        default="50/5 minutes", description="Failed sign-ins per client address"
+    )
+    rate_limit_signup: RateLimitSetting = Field(
+        default="20/hour", description="Sign-ups per client address"
+    )
+    rate_limit_reports: RateLimitSetting = Field(
+        default="300/hour", description="Sales reports requested per user"
+    )
+    rate_limit_exports: RateLimitSetting = Field(
+        default="60/hour", description="Orders CSV exports per user"
+    )
+    rate_limit_image_uploads: RateLimitSetting = Field(
+        default="300/hour", description="Product image uploads per user"
+    )
+    rate_limit_global: RateLimitSetting = Field(
+        default=None, description="Requests per client address to any /api route; off by default"
+    )
+    rate_limit_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="While Redis is unreachable, how long rate limits wait before trying it again",
+    )
+    # NoDecode: read by the validator below, as a JSON list or a comma-separated list.
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        default=(),
+        description="Proxies (CIDRs) whose X-Forwarded-For names the client, for rate limits",
+    )
     gc_freeze: bool = Field(
         default=True, description="Exempt the heap built at start-up from garbage collection"
     )
@@ -97,6 +168,33 @@ class Settings(BaseSettings):
         if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
             raise ValueError('must be a JSON list of strings, e.g. ["old-secret", "older-secret"]')
         return parsed
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_from_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                entries = json.loads(text)
+            except ValueError:
+                entries = None
+            if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+                raise ValueError(
+                    'must be a JSON list or a comma-separated list of CIDRs, e.g. ["10.0.0.0/8"]'
+                )
+        else:
+            entries = [part.strip() for part in text.split(",") if part.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or a network such as 10.0.0.0/8 "
+                    "(with no host bits set)"
+                ) from None
+        return entries
 
     @field_validator("database_url")
     @classmethod

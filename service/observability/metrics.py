@@ -59,6 +59,19 @@ SSE_SUBSCRIBERS = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "storefront_rate_limited_total",
+    "Requests refused with 429 by a rate limit, by route template and limit.",
+    ["route", "limit"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_DEGRADED = Counter(
+    "storefront_rate_limit_degraded_total",
+    "Rate-limit checks made without Redis (unreachable), by limit and fallback: let through "
+    "(open) or counted in this process alone (memory).",
+    ["limit", "fallback"],
+    registry=REGISTRY,
+)
 DB_POOL_IN_USE = Gauge(
     "storefront_db_pool_connections_in_use",
     "Database connections checked out of the pool.",

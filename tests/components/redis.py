@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis as redis_client
@@ -31,11 +32,10 @@ class RedisServer:
         return redis_client.Redis(host=self.host, port=self.port, db=db)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def start_redis_server(workdir: Path, port: int | None = None) -> RedisServer:
+    """Start a redis-server (no persistence) on a loopback port, a free one unless given."""
     binary = require_binary("redis-server")
-    workdir = tmp_path_factory.mktemp("redis")
-    host, port = "127.0.0.1", free_port()
+    host, port = "127.0.0.1", port or free_port()
     argv = [
         binary,
         "--port", str(port),
@@ -53,10 +53,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             return bool(client.ping())
 
     process = start_process("redis-server", argv, workdir / "redis.log", ready, timeout=30)
+    return RedisServer(host, port, process)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
     try:
-        yield RedisServer(host, port, process)
+        yield server
     finally:
-        process.stop()
+        server.process.stop()
 
 
 @pytest.fixture

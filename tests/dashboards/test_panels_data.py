@@ -65,6 +65,16 @@ def test_workload_is_what_the_business_panels_show(observed_stack: ObservedStack
     assert ratio == pytest.approx(hits / (hits + misses), abs=0.05)
 
 
+def test_the_rate_limit_panel_shows_the_refused_sign_ins(observed_stack: ObservedStack) -> None:
+    (panel,) = [q for q in _queries("storefront-service") if q.panel == "Rate limited"]
+    series = wait_until(
+        lambda: observed_stack.prometheus.query(expand(panel.expr, VARIABLES)), 30, "429s"
+    )
+    labels = {(s["metric"]["limit"], s["metric"]["route"]) for s in series}
+    assert labels == {("login_account", "/api/v1/auth/token")}
+    assert all(float(s["value"][1]) > 0 for s in series)
+
+
 def test_latency_exemplars_lead_to_the_request_trace(observed_stack: ObservedStack) -> None:
     (latency,) = [
         q for q in _queries("storefront-service") if q.exemplar and q.panel.startswith("Latency")

@@ -118,3 +118,53 @@ def test_production_refuses_the_default_jwt_secret_among_previous_ones(
     monkeypatch.setenv("STOREFRONT_JWT_PREVIOUS_SECRETS", json.dumps([DEFAULT_JWT_SECRET]))
     with pytest.raises(SettingsError, match="must not list the default secret outside dev"):
         load_settings()
+
+
+def test_rate_limit_defaults() -> None:
+    settings = Settings(environment="dev")
+    assert settings.rate_limit_login_account == "10/5 minutes"
+    assert settings.rate_limit_login_address == "50/5 minutes"
+    assert settings.rate_limit_global is None
+    assert settings.trusted_proxies == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("20/hour", "20/hour"), (" 5 per 10 seconds ", "5 per 10 seconds"), ("off", None), ("", None)],
+)
+def test_a_rate_limit_is_count_per_period_or_off(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_RATE_LIMIT_SIGNUP", value)
+    assert load_settings().rate_limit_signup == expected
+
+
+@pytest.mark.parametrize("value", ["twenty", "20", "20/fortnight", "0/minute", "1/second;5/minute"])
+def test_a_wrong_rate_limit_names_the_setting(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_RATE_LIMIT_LOGIN_ACCOUNT", value)
+    with pytest.raises(SettingsError, match=r"^STOREFRONT_RATE_LIMIT_LOGIN_ACCOUNT: ") as refused:
+        load_settings()
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "value", ['["10.0.0.0/8", "fd00::/8"]', "10.0.0.0/8, fd00::/8", "10.0.0.0/8,fd00::/8"]
+)
+def test_trusted_proxies_are_a_json_or_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_TRUSTED_PROXIES", value)
+    assert [str(n) for n in load_settings().trusted_proxies] == ["10.0.0.0/8", "fd00::/8"]
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1/8", "proxy.internal", '["10.0.0.0/8"', "[8]"])
+def test_a_wrong_trusted_proxy_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STOREFRONT_ENVIRONMENT", "dev")
+    monkeypatch.setenv("STOREFRONT_TRUSTED_PROXIES", value)
+    with pytest.raises(SettingsError, match=r"^STOREFRONT_TRUSTED_PROXIES: "):
+        load_settings()

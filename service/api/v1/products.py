@@ -16,6 +16,7 @@ from service.api.deps import (
     resources_of,
 )
 from service.api.idempotency import IdempotencyDep
+from service.api.ratelimit import RATE_LIMITED_RESPONSES, ImageUploadsLimit
 from service.core.errors import PayloadTooLargeError
 from service.schemas.common import Page, ResourceId
 from service.schemas.product import ProductCreate, ProductImageOut, ProductOut, ProductUpdate
@@ -85,11 +86,15 @@ async def update_product(
     )
 
 
-@router.post("/{product_id}/image", responses=idempotency.responses(status.HTTP_200_OK))
+@router.post(
+    "/{product_id}/image",
+    responses={**idempotency.responses(status.HTTP_200_OK), **RATE_LIMITED_RESPONSES},
+)
 async def upload_image(
     product_id: ResourceId,
     file: Annotated[UploadFile, File(description="An image (PNG, JPEG, WebP, GIF...)")],
     _: AdminUser,
+    _limit: ImageUploadsLimit,
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from service.api import idempotency
 from service.api.deps import AdminUser, RedisDep, ResourcesDep, SessionDep
 from service.api.idempotency import IdempotencyDep
+from service.api.ratelimit import RATE_LIMITED_RESPONSES, ExportsLimit, ReportsLimit
 from service.core.errors import NotFoundError
 from service.core.resources import Resources
 from service.models import Report
@@ -26,10 +27,16 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 @router.get(
     "/orders.csv",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "CSV, one row per order"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "CSV, one row per order"},
+        **RATE_LIMITED_RESPONSES,
+    },
 )
 async def orders_csv(
-    window: Annotated[DateRange, Query()], _: AdminUser, resources: ResourcesDep
+    window: Annotated[DateRange, Query()],
+    _: AdminUser,
+    _limit: ExportsLimit,
+    resources: ResourcesDep,
 ) -> StreamingResponse:
     """Orders created in [start_date, end_date), never holding the whole set in memory."""
     filename = f"orders-{window.start_date}-{window.end_date}.csv"
@@ -64,11 +71,12 @@ def _csv_value(value: object) -> object:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=idempotency.responses(status.HTTP_202_ACCEPTED),
+    responses={**idempotency.responses(status.HTTP_202_ACCEPTED), **RATE_LIMITED_RESPONSES},
 )
 async def request_sales_report(
     window: DateRange,
     _: AdminUser,
+    _limit: ReportsLimit,
     session: SessionDep,
     redis: RedisDep,
     idempotent: IdempotencyDep,

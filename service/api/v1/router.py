@@ -5,7 +5,10 @@ resolves every level of included routers again on each request, and the extra le
 40 µs a request on the cached product read (measured in-process against the bare baseline).
 """
 
-from fastapi import APIRouter, FastAPI
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, params
 
 from service.api.v1 import admin, events, jobs, orders, products, reports, users
 
@@ -15,6 +18,11 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
 )
 
 
-def include_in(app: FastAPI) -> None:
+def include_in(
+    app: FastAPI,
+    dependencies: Sequence[params.Depends] = (),
+    responses: dict[int | str, dict[str, Any]] | None = None,
+) -> None:
+    """Include every router; ``dependencies`` (and their ``responses``) guard all its routes."""
     for router in ROUTERS:
-        app.include_router(router, prefix=PREFIX)
+        app.include_router(router, prefix=PREFIX, dependencies=dependencies, responses=responses)
