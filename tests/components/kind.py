@@ -222,6 +222,26 @@ def content_tag() -> str:
     return tag
 
 
+def remove_content_tags() -> None:
+    """Untag every `e2e-*` image of both repositories: each change of the code leaves a new
+    content tag (and an upgraded image), and a developer's disk should not keep them all. The
+    `e2e` images stay, so the next run's build is still a cache hit."""
+    versions = tool_versions()
+    listed = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    repositories = {versions[r] for r in ("APP_REPOSITORY", "OPERATOR_REPOSITORY")}
+    stale = [
+        image
+        for image in listed
+        if image.rsplit(":", 1)[0] in repositories and image.rsplit(":", 1)[1].startswith(f"{TAG}-")
+    ]
+    if stale:
+        subprocess.run(["docker", "image", "rm", *stale], capture_output=True, timeout=300,
+                       check=False)  # fmt: skip
+
+
 def _engine_running() -> bool:
     return (
         subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False).returncode
@@ -253,3 +273,4 @@ def kind_cluster() -> Iterator[KindCluster]:
     finally:
         if os.environ.get("STOREFRONT_KIND_KEEP") != "1":
             run_script("kind-down.sh", env=env)
+            remove_content_tags()
