@@ -185,3 +185,26 @@ async def test_a_new_order_names_its_confirmation_job_which_answers_at_once(
     }
     forbidden = await client.get(f"/api/v1/jobs/{job_id}", headers=user.headers)
     assert forbidden.status_code == 403  # job status is for administrators
+
+
+async def test_an_order_cannot_set_its_own_prices_status_or_owner(
+    client: httpx.AsyncClient, make_user: UserFactory, make_product: ProductFactory
+) -> None:
+    shopper, other = await make_user(), await make_user()
+    product = await make_product(price=20)
+    response = await client.post(
+        "/api/v1/orders",
+        json={
+            "items": [{"product_id": product["id"], "qty": 2, "price": 0.01, "unit_price": 0.01}],
+            "status": "paid",
+            "total": 0.01,
+            "user_id": other.id,
+        },
+        headers=shopper.headers,
+    )
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["items"][0]["price"] == 20.0 and order["total"] == 40.0
+    assert order["status"] == "pending"
+    theirs = await client.get(f"/api/v1/orders/{order['id']}", headers=other.headers)
+    assert theirs.status_code == 404

@@ -176,3 +176,24 @@ async def test_welcome_email_is_sent_through_smtp(settings: Any) -> None:
     message = message_from_bytes(inbox.messages[0])
     assert message["To"] == "mail@example.com"
     assert "Welcome" in message["Subject"]
+
+
+async def test_sign_up_cannot_choose_its_role_or_id(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/users",
+        json={
+            "email": "eve@example.com",
+            "name": "Eve",
+            "password": "s3cret-pass",
+            "role": "admin",
+            "id": 1,
+            "hashed_password": "x",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["role"] == "user" and body["id"] != 1
+    login = await client.post(
+        "/api/v1/auth/token", data={"username": "eve@example.com", "password": "s3cret-pass"}
+    )
+    assert login.status_code == 200, login.text
