@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda d: worker_bench.run_worker(plan.worker, d, redis_server, pinning, progress),
             worker_bench.rows,
             worker_bench.raw,
-            worker_bench.not_measured,
+            lambda reason: worker_bench.not_measured(reason, plan.worker.rate),
         )
         if plan.operator is None:
             if "operator" in only:

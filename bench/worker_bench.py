@@ -2,13 +2,15 @@
 Storefront's worker (its broker, middleware and actors), with 1 and 2 processes.
 
 Throughput: a backlog is queued before the workers start, and jobs/s is the backlog over the
-time from the first job's start to the last one's end (boot time excluded). Pick-up latency:
-jobs are then sent at a steady rate below capacity and each one's enqueue-to-start time is kept.
+time from the first job's start to the last one's end (boot time excluded). Latency: jobs are
+then sent at a steady rate below capacity and each one's enqueue-to-start (pick-up) and
+enqueue-to-done times are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -23,7 +25,14 @@ import redis
 from bench.components import REPO_ROOT, Pinning, RedisInstance, clean_env, random_secret, start_sink
 from bench.report import Row, TargetCheck
 from bench.stats import BenchError, Target, median, median_ratio, percentile
-from bench.worker_main import QUEUE, SENT_AT, done_key, latency_key, window_key
+from bench.worker_main import (
+    QUEUE,
+    SENT_AT,
+    done_key,
+    done_latency_key,
+    latency_key,
+    window_key,
+)
 from tests.components.process import ManagedProcess
 
 STACKS = ("bare", "storefront")
@@ -47,6 +56,8 @@ class Measurement:
     jobs_per_s: float
     pickup_p50_ms: float
     pickup_p99_ms: float
+    done_p50_ms: float = math.nan
+    done_p99_ms: float = math.nan
 
 
 @dataclass
@@ -194,16 +205,24 @@ def measure(
             last = _score(client, window_key(actor, "last"), -1)
             throughput[actor] = plan.backlog / max(last - first, 1e-9)
         for actor in JOBS:
-            client.delete(latency_key(actor))
+            client.delete(latency_key(actor), done_latency_key(actor))
         send_paced(client, list(JOBS), plan.paced, plan.rate)
         wait_done(client, dict.fromkeys(JOBS, plan.backlog + plan.paced), workers, timeout=120)
         results = {}
         for actor in JOBS:
             latencies_ms = [float(v) * 1000 for v in client.lrange(latency_key(actor), 0, -1)]
-            if len(latencies_ms) != plan.paced:
-                raise BenchError(f"{stack}: {len(latencies_ms)} latencies for {plan.paced} jobs")
+            done_ms = [float(v) * 1000 for v in client.lrange(done_latency_key(actor), 0, -1)]
+            if len(latencies_ms) != plan.paced or len(done_ms) != plan.paced:
+                raise BenchError(
+                    f"{stack}: {len(latencies_ms)} pick-up and {len(done_ms)} done latencies for "
+                    f"{plan.paced} jobs"
+                )
             results[actor] = Measurement(
-                throughput[actor], percentile(latencies_ms, 50), percentile(latencies_ms, 99)
+                throughput[actor],
+                percentile(latencies_ms, 50),
+                percentile(latencies_ms, 99),
+                percentile(done_ms, 50),
+                percentile(done_ms, 99),
             )
         return results
     finally:
@@ -255,6 +274,8 @@ def summary(runs: list[Measurement]) -> Measurement:
         median(m.jobs_per_s for m in runs),
         median(m.pickup_p50_ms for m in runs),
         median(m.pickup_p99_ms for m in runs),
+        median(m.done_p50_ms for m in runs),
+        median(m.done_p99_ms for m in runs),
     )
 
 
@@ -269,6 +290,9 @@ def raw(outcome: WorkerOutcome) -> dict[str, Any]:
 
 STACK_LABELS = {"bare": "bare Dramatiq", "storefront": "Storefront worker"}
 TARGET = Target("bare", 0.8)
+# Goal on the tail of enqueue-to-done latency at the same offered rate: reported, never asserted.
+LATENCY_TARGET = Target("bare", 1.5, at_most=True, measure="p99")
+LATENCY_RATIO = "bare p99"  # the ratios' key: p99 against bare's, not a throughput ratio
 
 
 def section(processes: int, actor: str) -> str:
@@ -276,9 +300,26 @@ def section(processes: int, actor: str) -> str:
     return f"Worker: {JOBS[actor]}, {processes} {plural} x {THREADS} threads"
 
 
+def latency_section(processes: int, actor: str, rate: float) -> str:
+    plural = "process" if processes == 1 else "processes"
+    return (
+        f"Worker latency, enqueue to done: {JOBS[actor]} at {rate / len(JOBS):g} jobs/s "
+        f"(with the other kind: {rate:g}/s), {processes} {plural} x {THREADS} threads"
+    )
+
+
+def p99_ratio(runs: dict[str, list[Measurement]]) -> float:
+    """Median over rounds of Storefront's enqueue-to-done p99 / bare's in the same round."""
+    return median_ratio(
+        [m.done_p99_ms for m in runs["storefront"]], [m.done_p99_ms for m in runs["bare"]]
+    )
+
+
 def rows(outcome: WorkerOutcome) -> list[Row]:
-    """Per configuration: each stack's median jobs/s and pick-up latency; Storefront's ratio."""
+    """Per configuration: each stack's median jobs/s and pick-up latency, Storefront's ratio;
+    then each stack's enqueue-to-done latency at the paced rate, Storefront's p99 ratio."""
     result = []
+    latency_rows = []
     for processes in PROCESS_COUNTS:
         for actor in JOBS:
             runs = outcome.rounds.get((processes, actor))
@@ -290,9 +331,15 @@ def rows(outcome: WorkerOutcome) -> list[Row]:
                 m = summary(runs[stack])
                 ratios: dict[str, float] = {}
                 checks: tuple[TargetCheck, ...] = ()
+                latency_ratios: dict[str, float] = {}
+                latency_checks: tuple[TargetCheck, ...] = ()
                 if stack == "storefront" and "bare" in runs:
                     ratios = {"bare": outcome.ratio(processes, actor)}
                     checks = (TargetCheck.of(TARGET, ratios["bare"]),)
+                    latency_ratios = {LATENCY_RATIO: p99_ratio(runs)}
+                    latency_checks = (
+                        TargetCheck.of(LATENCY_TARGET, latency_ratios[LATENCY_RATIO]),
+                    )
                 result.append(
                     Row(
                         section=section(processes, actor),
@@ -305,12 +352,24 @@ def rows(outcome: WorkerOutcome) -> list[Row]:
                         targets=checks,
                     )
                 )
-    return result
+                latency_rows.append(
+                    Row(
+                        section=latency_section(processes, actor, outcome.plan.rate),
+                        subject=STACK_LABELS[stack],
+                        p50_ms=m.done_p50_ms,
+                        p99_ms=m.done_p99_ms,
+                        ratios=latency_ratios,
+                        targets=latency_checks,
+                    )
+                )
+    return result + latency_rows
 
 
-def not_measured(reason: str) -> list[Row]:
+def not_measured(reason: str, rate: float = math.nan) -> list[Row]:
+    sections = [section, lambda p, a: latency_section(p, a, rate)]
     return [
-        Row(section=section(p, a), subject=STACK_LABELS[s], note=f"not measured: {reason}")
+        Row(section=name(p, a), subject=STACK_LABELS[s], note=f"not measured: {reason}")
+        for name in sections
         for p in PROCESS_COUNTS
         for a in JOBS
         for s in STACKS

@@ -3,7 +3,8 @@
 ``bare``: a plain Dramatiq ``RedisBroker`` (default middleware) with a no-op actor and a ``probe``
 twin doing the same Redis commands as Storefront's. ``storefront``: Storefront's own broker,
 middleware and actors (``worker.broker.build_broker``) plus the same no-op actor. Both add the
-recorder middleware, which reports pick-up latency and completion times to Redis in batches.
+recorder middleware, which reports pick-up and enqueue-to-done latency and completion times to
+Redis in batches.
 """
 
 from __future__ import annotations
@@ -35,22 +36,29 @@ def latency_key(actor: str) -> str:
     return f"bench:latency:{actor}"
 
 
+def done_latency_key(actor: str) -> str:
+    return f"bench:done-latency:{actor}"
+
+
 def window_key(actor: str, edge: str) -> str:
     return f"bench:{edge}:{actor}"
 
 
 class Recorder(Middleware):
-    """Record, per benchmark actor: enqueue-to-start latency, first start and last finish.
+    """Record, per benchmark actor: enqueue-to-start latency, enqueue-to-done latency, first
+    start and last finish.
 
     Kept in memory and flushed by a thread every 100 ms, so measuring adds no Redis round trip
     to the job itself. Added last, so "start" is when the actor body is about to run, after
-    every other middleware's preparation.
+    every other middleware's preparation; its :class:`Finish` is added first, so "done" is
+    after every middleware's after-hook (the job's status written, its span ended).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.lock = threading.Lock()
         self.latencies: dict[str, list[float]] = {}
+        self.done_latencies: dict[str, list[float]] = {}
         self.done: dict[str, int] = {}
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
@@ -70,15 +78,17 @@ class Recorder(Middleware):
             if sent_at is not None:
                 self.latencies.setdefault(actor, []).append(now - float(sent_at))
 
-    def after_process_message(
-        self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
-    ) -> None:
+    def finish(self, message: Any) -> None:
         actor = message.actor_name
         if actor not in BENCH_ACTORS:
             return
+        now = time.time()
+        sent_at = message.options.get(SENT_AT)
         with self.lock:
             self.done[actor] = self.done.get(actor, 0) + 1
-            self.last[actor] = time.time()
+            self.last[actor] = now
+            if sent_at is not None:
+                self.done_latencies.setdefault(actor, []).append(now - float(sent_at))
 
     def _flush_forever(self) -> None:
         while not self.stopped.wait(FLUSH_SECONDS):
@@ -87,6 +97,7 @@ class Recorder(Middleware):
     def flush(self) -> None:
         with self.lock:
             latencies, self.latencies = self.latencies, {}
+            done_latencies, self.done_latencies = self.done_latencies, {}
             done, self.done = self.done, {}
             # First and last are kept, not reset: each flush rewrites the process's window.
             first, last = dict(self.first), dict(self.last)
@@ -95,6 +106,8 @@ class Recorder(Middleware):
         pipe = self.client.pipeline(transaction=True)
         for actor, values in latencies.items():
             pipe.rpush(latency_key(actor), *values)
+        for actor, values in done_latencies.items():
+            pipe.rpush(done_latency_key(actor), *values)
         for actor, value in first.items():
             pipe.zadd(window_key(actor, "first"), {str(os.getpid()): value})
         for actor, value in last.items():
@@ -106,6 +119,21 @@ class Recorder(Middleware):
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self.stopped.set()
         self.flush()
+
+
+class Finish(Middleware):
+    """The recorder's end of a job, added first so that its after-hooks run last."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        self.recorder.finish(message)
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        self.recorder.finish(message)
 
 
 def noop() -> None:
@@ -174,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     broker = (bare_broker if args.stack == "bare" else storefront_broker)(args.redis_url)
-    broker.add_middleware(Recorder(redis.Redis.from_url(args.redis_url)))
+    recorder = Recorder(redis.Redis.from_url(args.redis_url))
+    broker.add_middleware(Finish(recorder), before=type(broker.middleware[0]))
+    broker.add_middleware(recorder)
     broker.emit_after("process_boot")
     worker = Worker(broker, queues={QUEUE}, worker_threads=args.threads)
     worker.start()

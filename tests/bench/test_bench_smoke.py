@@ -54,12 +54,16 @@ def test_quick_run_writes_every_row_and_valid_json(tmp_path: Path) -> None:
     worker_rows = [r for r in rows if r["section"].startswith("Worker:")]
     assert len(worker_rows) == len(worker_bench.PROCESS_COUNTS) * len(worker_bench.JOBS) * 2
     assert all(r["value"] and r["value"] > 0 for r in worker_rows)
+    latency_rows = [r for r in rows if r["section"].startswith("Worker latency")]
+    assert len(latency_rows) == len(worker_rows)
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in latency_rows)
+    assert all(r["targets"] for r in latency_rows if r["subject"] == "Storefront worker")
     operator_rows = [r for r in rows if r["section"].startswith("Operator")]
     assert [r["note"] for r in operator_rows] == [
         "not measured: full mode only (run without --quick)"
     ] * 3
     for row in rows:
-        if not row["note"]:
+        if not row["note"] and row not in latency_rows:
             assert row["value"] > 0 and row["p99_ms"] > 0, row
 
     assert (tmp_path / "latest.md").read_text().count("\n| ") == len(rows) + 1
