@@ -1,5 +1,5 @@
-"""Worker benchmark: no-op and small-I/O jobs through a real Redis, bare Dramatiq against
-Storefront's worker (its broker, middleware and actors), with 1 and 2 processes.
+"""Worker benchmark: no-op and small-I/O jobs (async and sync actors) through a real Redis, bare
+Dramatiq against Storefront's worker (its broker, middleware and actors), with 1 and 2 processes.
 
 Throughput: a backlog is queued before the workers start, and jobs/s is the backlog over the
 time from the first job's start to the last one's end (boot time excluded). Latency: jobs are
@@ -36,7 +36,11 @@ from bench.worker_main import (
 from tests.components.process import ManagedProcess
 
 STACKS = ("bare", "storefront")
-JOBS = {"bench_noop": "no-op job", "probe": "small-I/O job (probe: 3 Redis commands)"}
+JOBS = {
+    "bench_noop": "no-op job",
+    "probe": "small-I/O job, async actor (probe: 3 Redis commands)",
+    "probe_sync": "small-I/O job, sync actor (the same 3 commands)",
+}
 PROCESS_COUNTS = (1, 2)
 THREADS = 4  # Storefront's default STOREFRONT_WORKER_THREADS, used by both stacks
 NAMESPACE = "dramatiq"
@@ -93,7 +97,7 @@ def encode_message(actor: str, kwargs: dict[str, Any], sent_at: float | None) ->
 
 
 def job_kwargs(actor: str) -> dict[str, Any]:
-    return {"key": uuid.uuid4().hex} if actor == "probe" else {}
+    return {"key": uuid.uuid4().hex} if actor.startswith("probe") else {}
 
 
 def enqueue(client: redis.Redis, actor: str, count: int, *, stamp: bool) -> None:
@@ -321,7 +325,7 @@ def latency_section(processes: int, actor: str, rate: float) -> str:
     plural = "process" if processes == 1 else "processes"
     return (
         f"Worker latency, enqueue to done: {JOBS[actor]} at {rate / len(JOBS):g} jobs/s "
-        f"(with the other kind: {rate:g}/s), {processes} {plural} x {THREADS} threads"
+        f"(all kinds: {rate:g}/s), {processes} {plural} x {THREADS} threads"
     )
 
 

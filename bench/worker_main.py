@@ -1,8 +1,9 @@
 """One benchmark worker process (``python -m bench.worker_main bare|storefront``).
 
-``bare``: a plain Dramatiq ``RedisBroker`` (default middleware) with a no-op actor and a ``probe``
-twin doing the same Redis commands as Storefront's. ``storefront``: Storefront's own broker,
-middleware and actors (``worker.broker.build_broker``) plus the same no-op actor. Both add the
+``bare``: a plain Dramatiq ``RedisBroker`` (default middleware, plus Dramatiq's ``AsyncIO`` for its
+async actor) with a no-op actor, an async ``probe`` twin doing the same Redis commands as
+Storefront's and a sync twin. ``storefront``: Storefront's own broker, middleware and actors
+(``worker.broker.build_broker``) plus the same no-op actor and the same sync twin. Both add the
 recorder middleware, which reports pick-up and enqueue-to-done latency and completion times to
 Redis in batches.
 """
@@ -14,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
@@ -22,7 +24,7 @@ from dramatiq import Worker
 from dramatiq.broker import Broker
 from dramatiq.middleware import Middleware
 
-BENCH_ACTORS = frozenset({"bench_noop", "probe"})
+BENCH_ACTORS = frozenset({"bench_noop", "probe", "probe_sync"})
 QUEUE = "default"
 SENT_AT = "bench_sent_at"
 FLUSH_SECONDS = 0.1
@@ -140,27 +142,55 @@ def noop() -> None:
     """The no-op job: measures what the worker stack costs around a job that does nothing."""
 
 
-def bare_broker(redis_url: str) -> Broker:
-    from dramatiq.brokers.redis import RedisBroker
-
+def sync_probe(redis_url: str) -> Callable[..., None]:
+    """A synchronous twin of Storefront's ``probe``: the same three commands, on a plain client."""
     from worker.actors.probe import _RECORD, DONE_PREFIX, EFFECTS_KEY, RUNS_KEY, TTL_SECONDS
 
-    broker = RedisBroker(url=redis_url)
     client = redis.Redis.from_url(redis_url)
     record = client.register_script(_RECORD)
 
-    def probe(key: str, work_ms: int = 0, fail_times: int = 0) -> None:
-        # The same three commands as Storefront's probe, on a plain synchronous client.
+    def probe_sync(key: str, work_ms: int = 0, fail_times: int = 0) -> None:
         client.hincrby(RUNS_KEY, key, 1)
         client.expire(RUNS_KEY, TTL_SECONDS)
         record(keys=[DONE_PREFIX + key, EFFECTS_KEY], args=[key, TTL_SECONDS])
 
-    dramatiq.Actor(
-        noop, broker=broker, actor_name="bench_noop", queue_name=QUEUE, priority=0, options={}
-    )
-    dramatiq.Actor(
-        probe, broker=broker, actor_name="probe", queue_name=QUEUE, priority=0, options={}
-    )
+    return probe_sync
+
+
+def async_probe(redis_url: str) -> Callable[..., Awaitable[None]]:
+    """An async twin of Storefront's ``probe`` for bare Dramatiq's own async actors: the same
+    three commands on a plain asyncio client, made on the event loop that uses it."""
+    import redis.asyncio as aioredis
+
+    from worker.actors.probe import _RECORD, DONE_PREFIX, EFFECTS_KEY, RUNS_KEY, TTL_SECONDS
+
+    clients: list[aioredis.Redis] = []
+
+    async def probe(key: str, work_ms: int = 0, fail_times: int = 0) -> None:
+        if not clients:
+            clients.append(aioredis.Redis.from_url(redis_url))
+        client = clients[0]
+        await client.hincrby(RUNS_KEY, key, 1)
+        await client.expire(RUNS_KEY, TTL_SECONDS)
+        record = client.register_script(_RECORD)  # EVALSHA, as Storefront's probe
+        await record(keys=[DONE_PREFIX + key, EFFECTS_KEY], args=[key, TTL_SECONDS])
+
+    return probe
+
+
+def bare_broker(redis_url: str) -> Broker:
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.middleware import AsyncIO
+
+    broker = RedisBroker(url=redis_url)
+    broker.add_middleware(AsyncIO())
+    actors: dict[str, Callable[..., Any]] = {
+        "bench_noop": noop,
+        "probe": async_probe(redis_url),
+        "probe_sync": sync_probe(redis_url),
+    }
+    for name, fn in actors.items():
+        dramatiq.Actor(fn, broker=broker, actor_name=name, queue_name=QUEUE, priority=0, options={})
     return broker
 
 
@@ -179,14 +209,12 @@ def storefront_broker(redis_url: str) -> Broker:
     env.setdefault("OTEL_SERVICE_NAME", "storefront-worker")
     setup_tracing(tracing_config(env, settings.trace_sample_ratio, __version__))
     broker = build_broker(settings, worker_settings, redis_url)
-    dramatiq.Actor(
-        noop,
-        broker=broker,
-        actor_name="bench_noop",
-        queue_name=QUEUE,
-        priority=0,
-        options={"max_retries": worker_settings.max_retries, "time_limit": 60_000},
-    )
+    # Beside Storefront's own async ``probe``: a no-op and a sync twin, as its actors are declared.
+    options = {"max_retries": worker_settings.max_retries, "time_limit": 60_000}
+    for name, fn in (("bench_noop", noop), ("probe_sync", sync_probe(redis_url))):
+        dramatiq.Actor(
+            fn, broker=broker, actor_name=name, queue_name=QUEUE, priority=0, options=options
+        )
     return broker
 
 
