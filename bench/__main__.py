@@ -22,18 +22,19 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import http_bench, login_bench, operator_bench, worker_bench
+from bench import http_bench, login_bench, operator_bench, order_bench, worker_bench
 from bench.components import Pinning, start_redis
 from bench.machine import describe
 from bench.report import Row, finite, markdown_table, rich_table, write_png
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("http", "login", "worker", "operator")
+SCENARIOS = ("http", "orders", "login", "worker", "operator")
 
 
 @dataclass(frozen=True)
 class Plan:
     http: http_bench.HttpPlan
+    orders: order_bench.OrderPlan
     login: login_bench.LoginPlan
     worker: worker_bench.WorkerPlan
     operator: operator_bench.OperatorPlan | None  # None: not run in this mode
@@ -43,11 +44,13 @@ def build_plan(args: argparse.Namespace) -> Plan:
     """Full mode: ~10 s rounds, five of them; quick mode: ~2 s rounds, two, no operator."""
     if args.quick:
         http = http_bench.HttpPlan(duration_s=2, warmup_s=1, rounds=2)
+        orders = order_bench.OrderPlan(duration_s=2, warmup_s=2, rounds=2)
         login = login_bench.LoginPlan(duration_s=2, rounds=2)
         worker = worker_bench.WorkerPlan(backlog=300, paced=50, rate=150, rounds=1)
         operator = None
     else:
         http = http_bench.HttpPlan(duration_s=10, warmup_s=3, rounds=5)
+        orders = order_bench.OrderPlan(duration_s=10, warmup_s=3, rounds=5)
         login = login_bench.LoginPlan(duration_s=5, rounds=5)
         worker = worker_bench.WorkerPlan(backlog=3000, paced=300, rate=150, rounds=3)
         operator = operator_bench.OperatorPlan(sequential=50, burst=200)
@@ -55,6 +58,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
         duration_s=args.duration or http.duration_s,
         warmup_s=args.warmup if args.warmup is not None else http.warmup_s,
         rounds=args.rounds or http.rounds,
+        connections=args.connections,
+    )
+    orders = order_bench.OrderPlan(
+        duration_s=args.duration or orders.duration_s,
+        warmup_s=args.warmup if args.warmup is not None else orders.warmup_s,
+        rounds=args.rounds or orders.rounds,
         connections=args.connections,
     )
     worker = worker_bench.WorkerPlan(
@@ -66,14 +75,16 @@ def build_plan(args: argparse.Namespace) -> Plan:
     login = login_bench.LoginPlan(
         duration_s=args.duration or login.duration_s, rounds=args.rounds or login.rounds
     )
-    return Plan(http, login, worker, operator)
+    return Plan(http, orders, login, worker, operator)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short rounds; no operator run")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--duration", type=int, help="seconds per HTTP round (and login phase)")
+    parser.add_argument(
+        "--duration", type=int, help="seconds per HTTP and order round (and login phase)"
+    )
     parser.add_argument("--warmup", type=int, help="seconds of HTTP warm-up per server")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (HTTP, login, worker)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
@@ -141,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             http_bench.not_measured,
         )
         attempt(
+            "orders",
+            lambda d: order_bench.run_orders(plan.orders, d, redis_server, pinning, progress),
+            order_bench.rows,
+            order_bench.raw,
+            order_bench.not_measured,
+        )
+        attempt(
             "login",
             lambda d: login_bench.run_login(plan.login, d, redis_server, pinning, progress),
             login_bench.rows,
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda d: worker_bench.run_worker(plan.worker, d, redis_server, pinning, progress),
             worker_bench.rows,
             worker_bench.raw,
-            worker_bench.not_measured,
+            lambda reason: worker_bench.not_measured(reason, plan.worker.rate),
         )
         if plan.operator is None:
             if "operator" in only:
@@ -184,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": pinning.describe(),
         "plan": {
             "http": plan.http.__dict__,
+            "orders": plan.orders.__dict__,
             "login": plan.login.__dict__,
             "worker": plan.worker.__dict__,
             "operator": plan.operator.__dict__ if plan.operator else None,

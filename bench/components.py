@@ -187,7 +187,8 @@ class WrkRequest:
 
     method: str
     content_type: str
-    body: str
+    body: str  # several lines: one of them a request, in turn
+    headers: tuple[str, ...] = ()  # "Name: value"; "{n}" in a value: the request's number
 
 
 def wrk_command(
@@ -212,13 +213,20 @@ def wrk_command(
         ]
     )  # fmt: skip
     if request is not None:
-        argv += ["--", request.method, request.content_type, request.body]
+        argv += ["--", request.method, request.content_type, request.body, *request.headers]
     return argv
 
 
-def run_wrk(url: str, duration_s: int, connections: int, pinning: Pinning, label: str) -> WrkResult:
-    """One wrk run of GET ``url``."""
-    argv = wrk_command(url, duration_s, connections, pinning)
+def run_wrk(
+    url: str,
+    duration_s: int,
+    connections: int,
+    pinning: Pinning,
+    label: str,
+    request: WrkRequest | None = None,
+) -> WrkResult:
+    """One wrk run of GET ``url``, or of ``request``."""
+    argv = wrk_command(url, duration_s, connections, pinning, request)
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=duration_s + 60, check=False

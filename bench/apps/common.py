@@ -38,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = create_session_factory(engine)
     app.state.redis = redis
     app.state.cache_ttl = settings.product_cache_ttl_seconds
+    app.state.settings = settings
     # As Storefront's lifespan does; the benchmark says per variant whether it applies.
     tune_garbage_collector(settings.gc_freeze, settings.gc_young_threshold)
     try:

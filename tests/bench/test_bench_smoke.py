@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import http_bench, login_bench, worker_bench
+from bench import http_bench, login_bench, order_bench, worker_bench
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,11 @@ def test_quick_run_writes_every_row_and_valid_json(tmp_path: Path) -> None:
     measured = [(r["section"], r["subject"]) for r in rows if not r["note"]]
     expected_http = [(e.title, v.label) for e in http_bench.ENDPOINTS for v in http_bench.VARIANTS]
     assert [m for m in measured if m in expected_http] == expected_http
+    order_rows = [r for r in rows if r["section"] == order_bench.SECTION]
+    assert [r["subject"] for r in order_rows if not r["note"]] == [
+        v.label for v in order_bench.VARIANTS
+    ]
+    assert order_rows[2]["targets"] and "storefront" in order_rows[3]["ratios"]
     login_rows = [r for r in rows if r["section"] == login_bench.SECTION]
     assert [r["subject"] for r in login_rows if not r["note"]] == list(
         login_bench.SUBJECTS.values()
@@ -49,12 +54,16 @@ def test_quick_run_writes_every_row_and_valid_json(tmp_path: Path) -> None:
     worker_rows = [r for r in rows if r["section"].startswith("Worker:")]
     assert len(worker_rows) == len(worker_bench.PROCESS_COUNTS) * len(worker_bench.JOBS) * 2
     assert all(r["value"] and r["value"] > 0 for r in worker_rows)
+    latency_rows = [r for r in rows if r["section"].startswith("Worker latency")]
+    assert len(latency_rows) == len(worker_rows)
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in latency_rows)
+    assert all(r["targets"] for r in latency_rows if r["subject"] == "Storefront worker")
     operator_rows = [r for r in rows if r["section"].startswith("Operator")]
     assert [r["note"] for r in operator_rows] == [
         "not measured: full mode only (run without --quick)"
     ] * 3
     for row in rows:
-        if not row["note"]:
+        if not row["note"] and row not in latency_rows:
             assert row["value"] > 0 and row["p99_ms"] > 0, row
 
     assert (tmp_path / "latest.md").read_text().count("\n| ") == len(rows) + 1

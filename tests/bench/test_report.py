@@ -57,14 +57,39 @@ def test_worker_rows_give_storefront_its_ratio_to_bare_dramatiq() -> None:
     for processes in worker_bench.PROCESS_COUNTS:
         for actor in worker_bench.JOBS:
             outcome.rounds[(processes, actor)] = {
-                "bare": [worker_bench.Measurement(1000, 2, 9)],
-                "storefront": [worker_bench.Measurement(900, 3, 12)],
+                "bare": [worker_bench.Measurement(1000, 2, 9, 4, 10)],
+                "storefront": [worker_bench.Measurement(900, 3, 12, 5, 16)],
             }
     rows = worker_bench.rows(outcome)
-    assert len(rows) == 8
-    storefront = [r for r in rows if r.subject == "Storefront worker"]
+    configurations = len(worker_bench.PROCESS_COUNTS) * len(worker_bench.JOBS)
+    throughput, latency = rows[: 2 * configurations], rows[2 * configurations :]
+    assert len(latency) == 2 * configurations
+    storefront = [r for r in throughput if r.subject == "Storefront worker"]
     assert all(r.ratios == {"bare": 0.9} for r in storefront)
     assert all(r.targets[0].met for r in storefront)
+
+
+def test_worker_latency_rows_judge_storefronts_p99_against_bare_dramatiqs() -> None:
+    outcome = worker_bench.WorkerOutcome(worker_bench.WorkerPlan(10, 10, 150, 2))
+    outcome.rounds[(1, "probe")] = {
+        "bare": [
+            worker_bench.Measurement(1000, 2, 9, 4, 10),
+            worker_bench.Measurement(1000, 2, 9, 4, 20),
+        ],
+        "storefront": [
+            worker_bench.Measurement(900, 3, 12, 5, 14),
+            worker_bench.Measurement(900, 3, 12, 5, 40),
+        ],
+    }
+    latency = [r for r in worker_bench.rows(outcome) if r.section.startswith("Worker latency")]
+    assert [(r.subject, r.value, r.p50_ms, r.p99_ms) for r in latency] == [
+        ("bare Dramatiq", None, 4, 15),
+        ("Storefront worker", None, 5, 27),
+    ]
+    # Round by round: 14 / 10 and 40 / 20; the median is 1.7, over the 1.5x goal.
+    assert latency[1].ratios == {"bare p99": 1.7}
+    assert [(t.description, t.met) for t in latency[1].targets] == [("p99 <= 1.5x bare", False)]
+    assert "50 jobs/s (all kinds: 150/s)" in latency[0].section
 
 
 def test_login_rows_give_the_burst_its_p99_ratio_to_the_server_at_rest() -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,16 +120,31 @@ class PostgresDatabase:
     dsn: str
 
 
+MISSING_BINARIES = (
+    "PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin "
+    "or on PATH: run `make tools`"
+)
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     bindir = postgres_bindir()
     if bindir is None or not (bindir / "initdb").is_file():
-        pytest.fail(
-            "PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin "
-            "or on PATH: run `make tools`",
-            pytrace=False,
-        )
-    logdir = tmp_path_factory.mktemp("postgres")
+        pytest.fail(MISSING_BINARIES, pytrace=False)
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_postgres(
+    logdir: Path, wrap: Callable[[list[str]], list[str]] | None = None
+) -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server (logs in ``logdir``); ``wrap`` may prefix its
+    command line (the benchmarks pin it to a CPU)."""
+    bindir = postgres_bindir()
+    if bindir is None or not (bindir / "initdb").is_file():
+        raise RuntimeError(MISSING_BINARIES)
+    logdir.mkdir(parents=True, exist_ok=True)
     account = _server_account()
     # pytest's temp dirs are private to root; the server user needs its own directory.
     base = Path(tempfile.mkdtemp(prefix="storefront-pg-"))
@@ -189,7 +204,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
         process = start_process(
             "postgres",
-            argv,
+            wrap(argv) if wrap else argv,
             logdir / "postgres.log",
             ready,
             timeout=60,
