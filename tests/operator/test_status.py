@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storefront_operator.handlers import rollout_allowed
+from storefront_operator.reconcile import rollout_allowed
 from storefront_operator.status import (
     Observation,
     Problem,
