@@ -5,7 +5,8 @@ longer desired, write its status; read its queue depth and scale its workers."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -13,17 +14,25 @@ import structlog
 from pydantic import ValidationError
 
 from storefront_operator import metrics
-from storefront_operator.config import OperatorConfig
+from storefront_operator.drift import (
+    Applied,
+    ChildKey,
+    ChildState,
+    child_key,
+    child_state,
+    owner_name,
+)
 from storefront_operator.kube import (
     PRUNABLE,
     SERVICE_MONITOR,
     SERVICE_MONITOR_CRD,
+    WITH_STATUS,
     Kube,
     KubeError,
     owner_reference,
     with_owner,
 )
-from storefront_operator.queue import queue_depth
+from storefront_operator.queue import QueueReader
 from storefront_operator.render import (
     IMAGE_ANNOTATION,
     REDIS_PORT,
@@ -32,6 +41,7 @@ from storefront_operator.render import (
     desired_worker_replicas,
     generated_secret_name,
     instance_selector,
+    instances_selector,
     key,
     labels,
     migration_job_name,
@@ -47,6 +57,7 @@ from storefront_operator.status import (
     migration_state,
     parse_timestamp,
     ready_transition,
+    status_changed,
     timestamp,
     utc_now,
 )
@@ -57,22 +68,33 @@ GONE = "Gone"
 APP_COMPONENTS = ("api", "worker", "scheduler")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile did: the phase written to status (or Gone), the Degraded reason, and
+    the children as it left them (None when it applied nothing)."""
+
+    phase: str
+    reason: str | None = None
+    applied: Applied | None = None
+    service_monitors: bool = False
+
+
 def reconcile_sync(
     kube: Kube,
-    seen_body: Body,
+    namespace: str,
+    name: str,
     dashboards: Mapping[str, str],
     operator_namespace: str | None = None,
-) -> str:
-    """Blocking part of a reconcile (runs in a thread); returns the phase written to status,
-    or "Gone" when the instance no longer exists."""
-    seen_meta = seen_body["metadata"]
-    # Work on the live object: a loop's snapshot may be older than the last status written.
-    live = kube.get(*_storefront_ref(seen_meta["namespace"], seen_meta["name"]))
+    prune_children: bool = True,
+) -> Outcome:
+    """Blocking part of a reconcile (runs in a thread). `prune_children` False skips looking
+    for children no longer desired, which a Storefront just created cannot have."""
+    # Work on the live object: a cached snapshot may be older than the last status written.
+    live = kube.get(*_storefront_ref(namespace, name))
     if live is None:
-        return GONE
+        return Outcome(GONE)
     body: Body = live
     meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation") or 0)
     previous = body.get("status") or {}
     bound = log.bind(namespace=namespace, name=name, generation=generation)
@@ -81,9 +103,8 @@ def reconcile_sync(
         spec = parse_spec(body.get("spec"))
     except ValidationError as exc:
         invalid = Problem("InvalidSpec", _validation_message(exc))
-        return _write_status(
-            kube, body, Observation(name, namespace, generation, 0, 0, problem=invalid), bound
-        )
+        seen = Observation(name, namespace, generation, 0, 0, problem=invalid)
+        return Outcome(*_write_status(kube, body, seen, bound))
 
     problem = missing_references(kube, namespace, spec)
     if problem is not None:
@@ -95,7 +116,7 @@ def reconcile_sync(
             desired_worker_replicas(spec),
             problem=problem,
         )
-        return _write_status(kube, body, seen, bound)
+        return Outcome(*_write_status(kube, body, seen, bound))
 
     owner = owner_reference(body)
     kube.ensure_generated_secret(
@@ -108,20 +129,24 @@ def reconcile_sync(
     )
     desired = render(name, namespace, spec, context)
     job_name = migration_job_name(name, spec)
-    api_name = child_name(name, "api")
+    api_name, worker_name = child_name(name, "api"), child_name(name, "worker")
     job = kube.get("batch/v1", "Job", namespace, job_name)
     migration = migration_state(job)
     # New code must not meet an old schema: API, worker and scheduler wait for the migration.
+    current = {
+        child: kube.get("apps/v1", "Deployment", namespace, child)
+        for child in (child_name(name, component) for component in APP_COMPONENTS)
+    }
     held = {
-        child_name(name, component)
-        for component in APP_COMPONENTS
-        if not rollout_allowed(
-            migration,
-            kube.get("apps/v1", "Deployment", namespace, child_name(name, component)),
-            spec.image.reference,
-        )
+        child
+        for child, deployment in current.items()
+        if not rollout_allowed(migration, deployment, spec.image.reference)
     }
 
+    # What this reconcile leaves, for telling later changes by others from its own writes.
+    children: dict[ChildKey, ChildState] = {
+        child_key(d): child_state(d) for d in current.values() if d is not None
+    }
     apply_problem: Problem | None = None
     for manifest in desired:
         kind, child = manifest["kind"], manifest["metadata"]["name"]
@@ -130,7 +155,7 @@ def reconcile_sync(
         if kind == "Job" and job is not None:
             continue  # a Job's template is immutable; this one already ran or runs
         try:
-            kube.apply(with_owner(manifest, owner))
+            applied = kube.apply(with_owner(manifest, owner))
         except KubeError as exc:
             if 400 <= exc.status < 500 and exc.status not in (404, 409, 429):
                 apply_problem = Problem(
@@ -139,12 +164,22 @@ def reconcile_sync(
                 bound.warning("child rejected", kind=kind, child=child, error=exc.message)
                 continue
             raise
-    keep = {key(m) for m in desired}
-    prune(kube, namespace, name, meta["uid"], keep, context.service_monitor_crd, bound)
+        children[child_key(applied)] = child_state(applied)
+    if prune_children:
+        keep = {key(m) for m in desired}
+        pruned = prune(kube, namespace, name, meta["uid"], keep, context.service_monitor_crd, bound)
+        for gone in pruned:
+            children.pop(gone, None)
 
     if job is None:
         job = kube.get("batch/v1", "Job", namespace, job_name)
         migration = migration_state(job)
+    api = kube.get("apps/v1", "Deployment", namespace, api_name)
+    worker = kube.get("apps/v1", "Deployment", namespace, worker_name)
+    # The status below is computed from these three: their status changes call for a reconcile.
+    for observed in (job, api, worker):
+        if observed is not None:
+            children[child_key(observed)] = child_state(observed, with_status=True)
     seen = Observation(
         name=name,
         namespace=namespace,
@@ -153,13 +188,14 @@ def reconcile_sync(
         if spec.api.autoscaling.enabled
         else spec.api.replicas,
         worker_desired=desired_worker_replicas(spec),
-        api=kube.get("apps/v1", "Deployment", namespace, api_name),
-        worker=kube.get("apps/v1", "Deployment", namespace, child_name(name, "worker")),
+        api=api,
+        worker=worker,
         migration=migration,
         migration_job=job_name,
         problem=apply_problem,
     )
-    return _write_status(kube, body, seen, bound, previous)
+    phase, reason = _write_status(kube, body, seen, bound, previous)
+    return Outcome(phase, reason, Applied(children), context.service_monitor_crd)
 
 
 def rollout_allowed(
@@ -209,17 +245,21 @@ def prune(
     keep: set[tuple[str, str, str]],
     service_monitors: bool,
     bound: Any,
-) -> None:
+) -> list[ChildKey]:
     """Delete children of this instance that are no longer desired (scheduler disabled, HPA
-    turned off, an older image's migration Job...)."""
+    turned off, an older image's migration Job...); returns what it deleted."""
     kinds = [*PRUNABLE, SERVICE_MONITOR] if service_monitors else list(PRUNABLE)
+    pruned: list[ChildKey] = []
     for api_version, kind in kinds:
         for obj in kube.list(api_version, kind, namespace, instance_selector(name)):
             obj_meta = obj.get("metadata") or {}
             owned = any(ref.get("uid") == uid for ref in obj_meta.get("ownerReferences") or [])
-            if owned and (api_version, kind, obj_meta.get("name")) not in keep:
+            child = (api_version, kind, str(obj_meta.get("name")))
+            if owned and child not in keep:
                 kube.delete(api_version, kind, namespace, obj_meta["name"])
                 bound.info("child pruned", kind=kind, child=obj_meta["name"])
+                pruned.append(child)
+    return pruned
 
 
 def _write_status(
@@ -228,10 +268,13 @@ def _write_status(
     seen: Observation,
     bound: Any,
     previous: Mapping[str, Any] | None = None,
-) -> str:
+) -> tuple[str, str | None]:
+    """Write the status computed from `seen` unless only its time would change; returns the
+    phase and, when Degraded, the reason."""
     before = previous if previous is not None else (body.get("status") or {})
     status = compute_status(seen, before, utc_now())
-    kube.patch_status(seen.namespace, seen.name, status)
+    if status_changed(before, status):
+        kube.patch_status(seen.namespace, seen.name, status)
     transition = ready_transition(before, status)
     if transition is not None:
         type_, reason, message = transition
@@ -240,7 +283,8 @@ def _write_status(
         getattr(bound, "warning" if type_ == "Warning" else "info")(
             "phase changed", phase=status["phase"], reason=reason, detail=message
         )
-    return str(status["phase"])
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    return str(status["phase"]), degraded["reason"] if degraded["status"] == "True" else None
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -258,51 +302,50 @@ def redis_url_for(kube: Kube, namespace: str, name: str, spec: StorefrontSpec) -
     return f"redis://{child_name(name, 'redis')}.{namespace}.svc:{REDIS_PORT}/0"
 
 
-def autoscale_sync(kube: Kube, body: Body, config: OperatorConfig) -> None:
-    """Read the queue depth into status and, when enabled, scale workers within bounds."""
+def autoscale_sync(
+    kube: Kube, body: Body, reader: QueueReader, redis_url: str | None = None
+) -> str | None:
+    """Read the queue depth into status and, when enabled, scale workers within bounds.
+
+    `body` is the Storefront as last seen on the watch and `redis_url` the URL the previous
+    pass used (None: read its Secret): at rest this makes no API request at all, and writes
+    status only when the depth or the error changed. Returns the URL, for the next pass."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     bound = log.bind(namespace=namespace, name=name)
     try:
         spec = parse_spec(body.get("spec"))
     except ValidationError:
-        return  # reconcile reports it
-    current = kube.get(*_storefront_ref(namespace, name))
-    if current is None:
-        return
-    status: dict[str, Any] = {}
-    url = redis_url_for(kube, namespace, name, spec)
+        return None  # reconcile reports it
+    before = body.get("status") or {}
+    url = redis_url if redis_url is not None else redis_url_for(kube, namespace, name, spec)
     if url is None:
-        kube.patch_status(
-            namespace, name, {"queueDepth": None, "queueError": "Redis Secret missing"}
-        )
-        return
+        _patch_if_changed(kube, body, {"queueDepth": None, "queueError": "Redis Secret missing"})
+        return None
     try:
-        depth = queue_depth(url, spec.worker.queues, timeout=config.redis_timeout)
+        depth = reader.depth(url, spec.worker.queues)
     except (redis.RedisError, OSError, ValueError) as exc:
         host = url.split("@")[-1].split("/")[2] if "://" in url else "?"
         message = f"Redis at {host} unreachable from the operator: {exc.__class__.__name__}: {exc}"
-        bound.warning("queue depth unknown", error=message)
-        kube.patch_status(namespace, name, {"queueDepth": None, "queueError": message[:500]})
-        return
-    status.update(queueDepth=depth, queueError=None)
+        if _patch_if_changed(kube, body, {"queueDepth": None, "queueError": message[:500]}):
+            bound.warning("queue depth unknown", error=message)
+        return url
+    status: dict[str, Any] = {"queueDepth": depth, "queueError": None}
     scaling = spec.worker.autoscaling
     if scaling.enabled:
-        live_spec = parse_spec(current.get("spec"))
         now = utc_now()
-        last = parse_timestamp((current.get("status") or {}).get("lastScaleTime"))
-        decision = decide_workers(scaling, live_spec.worker.replicas, depth, now, last)
+        last = parse_timestamp(before.get("lastScaleTime"))
+        decision = decide_workers(scaling, spec.worker.replicas, depth, now, last)
         if decision.direction != "none":
             kube.set_worker_replicas(namespace, name, decision.replicas)
             metrics.SCALING_DECISIONS.labels(direction=decision.direction).inc()
             status["lastScaleTime"] = timestamp(now)
             with contextlib.suppress(KubeError):
                 kube.post_event(
-                    current,
+                    body,
                     "Normal",
                     "ScaledWorkers",
-                    f"workers {live_spec.worker.replicas} -> {decision.replicas}: "
-                    f"{decision.reason}",
+                    f"workers {spec.worker.replicas} -> {decision.replicas}: {decision.reason}",
                 )
             bound.info(
                 "workers scaled",
@@ -311,7 +354,41 @@ def autoscale_sync(kube: Kube, body: Body, config: OperatorConfig) -> None:
                 queue_depth=depth,
                 reason=decision.reason,
             )
-    kube.patch_status(namespace, name, status)
+    _patch_if_changed(kube, body, status)
+    return url
+
+
+def list_children(
+    kube: Kube,
+    namespace: str | None,
+    names: Iterable[str],
+    kinds: Iterable[tuple[str, str]],
+) -> dict[tuple[str, str], dict[ChildKey, ChildState]]:
+    """The children of the instances named `names` (in `namespace`, or in any when None), by
+    (namespace, instance): one paginated list request per kind, metadata only for the kinds
+    whose status the Storefront's status does not read."""
+    found: dict[tuple[str, str], dict[ChildKey, ChildState]] = {}
+    selector = instances_selector(names)
+    for api_version, kind in kinds:
+        objects = kube.list_selected(
+            api_version, kind, namespace, selector, metadata_only=kind not in WITH_STATUS
+        )
+        for obj in objects:
+            owner = owner_name(obj)
+            if owner is not None:
+                ident = (str(obj["metadata"].get("namespace", "")), owner)
+                found.setdefault(ident, {})[child_key(obj)] = child_state(obj, with_status=True)
+    return found
+
+
+def _patch_if_changed(kube: Kube, body: Body, status: Mapping[str, Any]) -> bool:
+    """Merge-patch `status` unless the Storefront already says so; True when written."""
+    before = body.get("status") or {}
+    if all(before.get(k) == v for k, v in status.items()):
+        return False
+    meta = body["metadata"]
+    kube.patch_status(meta["namespace"], meta["name"], status)
+    return True
 
 
 def _storefront_ref(namespace: str, name: str) -> tuple[str, str, str, str]:

@@ -64,7 +64,7 @@ def test_operator_process_reconciles_its_namespace(
                 str(liveness),
                 "--metrics-port",
                 str(metrics),
-                "--reconcile-interval",
+                "--resync-interval",
                 "2",
             ],
             env=kube_apiserver.env,

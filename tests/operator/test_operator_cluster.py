@@ -288,9 +288,15 @@ def test_unreachable_redis_is_recorded_not_fatal(
     for component in ("postgres", "redis"):
         assert get(api, deployment_path(ns, f"dev-{component}")) is not None
         assert get(api, f"/api/v1/namespaces/{ns}/services/dev-{component}") is not None
-    # The operator keeps reconciling.
-    first = body["status"]["lastReconcileTime"]
-    wait_for(lambda: storefront(api, ns, "dev")["status"]["lastReconcileTime"] != first, WAIT)
+    # The operator keeps working: a spec change is still carried out.
+    patch = {"spec": {"config": {"STOREFRONT_PRODUCT_CACHE_TTL_SECONDS": "7"}}}
+    assert api.patch(f"{SF.format(ns=ns)}/dev", json=patch, headers=MERGE).status_code == 200
+    config = f"/api/v1/namespaces/{ns}/configmaps/dev-config"
+    wait_for(
+        lambda: get(api, config)["data"].get("STOREFRONT_PRODUCT_CACHE_TTL_SECONDS") == "7",
+        WAIT,
+        what="spec change carried out",
+    )
 
 
 def test_printer_columns(api: httpx.Client, running: tuple[str, str]) -> None:
