@@ -170,6 +170,21 @@ class Runtime:
 RUNTIME = Runtime()
 
 
+class QuietWatchHandlers(logging.Filter):
+    """Drops Kopf's "Handler ... succeeded" line for the watch-event handlers: one per event on
+    every child, thousands when many instances are created, and nothing a reader needs."""
+
+    PREFIXES = ("Handler 'child-", "Handler 'storefront_event'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+QUIET_WATCH_HANDLERS = QuietWatchHandlers()
+
+
 def configure(config: OperatorConfig) -> None:
     """Set the operator's config before `kopf.run` (the CLI does; tests use the environment)."""
     RUNTIME.explicit_config = config
@@ -225,6 +240,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
+    logging.getLogger("kopf.objects").addFilter(QUIET_WATCH_HANDLERS)
     settings.execution.max_workers = 8
 
     RUNTIME.queue = DueSet(cfg.debounce, max(cfg.debounce, cfg.debounce_max))
@@ -285,8 +301,8 @@ async def _join_peering(settings: kopf.OperatorSettings, cfg: OperatorConfig) ->
         await asyncio.to_thread(kube.create_if_missing, path, peering_object(settings.peering.name))
     except KubeError as exc:
         raise kopf.PermanentError(
-            f"--peering needs the {PEERING_CRD_NAME} CRD and the right to create "
-            f"{PEERING_PLURAL} (the chart's peering.enabled): {exc}"
+            f"--peering needs the {PEERING_CRD_NAME} CRD and the right to create, read and "
+            f"patch {PEERING_PLURAL}: {exc}"
         ) from exc
 
 
@@ -539,7 +555,8 @@ async def _autoscale_pass(cfg: OperatorConfig) -> None:
     slots = asyncio.Semaphore(cfg.scaling_concurrency)
 
     async def one(ident: InstanceKey) -> None:
-        async with slots, RUNTIME.lock(ident):
+        # The instance's lock first: a slot must not sit idle behind a reconcile in progress.
+        async with RUNTIME.lock(ident), slots:
             body = RUNTIME.instances.get(ident)
             if body is None:
                 return

@@ -1,9 +1,11 @@
-"""Peering priorities and Kopf's pause signals, and how Kopf's requests are labelled."""
+"""The operator's glue to Kopf: peering priorities and pause signals, how Kopf's requests are
+labelled, which of Kopf's log lines are dropped."""
 
 from __future__ import annotations
 
 import logging
 
+from storefront_operator.handlers import QuietWatchHandlers
 from storefront_operator.kopf_requests import describe, resource_of
 from storefront_operator.metrics import outcome
 from storefront_operator.peering import PauseTracker, pause_signal, priority
@@ -44,3 +46,14 @@ def test_kopf_requests_are_labelled_by_kubernetes_verb() -> None:
         "client_error",
         "server_error",
     ]
+
+
+def test_watch_handler_successes_are_not_logged() -> None:
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, "", 0, msg, None, None)
+
+    quiet = QuietWatchHandlers()
+    assert not quiet.filter(record(logging.INFO, "Handler 'child-services' succeeded."))
+    assert not quiet.filter(record(logging.INFO, "Handler 'storefront_event' succeeded."))
+    assert quiet.filter(record(logging.INFO, "Handler 'reconcile_handler' succeeded."))
+    assert quiet.filter(record(logging.ERROR, "Handler 'child-services' failed."))
