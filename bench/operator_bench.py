@@ -107,6 +107,23 @@ def api_requests(metrics_url: str) -> dict[str, float]:
     return counts
 
 
+AUTOSCALE_PASSES = "storefront_operator_autoscale_pass_duration_seconds_count"
+BACKLOG = "storefront_operator_reconcile_backlog"
+
+
+def operator_gauge(metrics_url: str, name: str) -> float:
+    """The sum of one metric's samples (every label set) on the operator's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 def reconciled(obj: dict[str, Any]) -> bool:
     """The operator wrote status for the object's current generation."""
     generation = obj.get("metadata", {}).get("generation")
@@ -303,8 +320,20 @@ def run_operator(
 
             # At rest: what the operator asks of the API server with nothing changing. The
             # autoscaling timer keeps reading each instance's queue depth meanwhile.
+            # At rest means after the burst's work is done: no reconcile queued or running, and
+            # two autoscaling passes begun after the last status (the first queue-depth reads
+            # of 200 new instances are work, not idle load).
+            progress("operator: waiting for the burst's work to end")
+            passes = operator_gauge(metrics_url, AUTOSCALE_PASSES)
+            _wait_for(
+                lambda: (
+                    operator_gauge(metrics_url, AUTOSCALE_PASSES) >= passes + 2
+                    and operator_gauge(metrics_url, BACKLOG) == 0
+                ),
+                300,
+                "the operator to come to rest",
+            )
             progress(f"operator: {plan.burst} instances at rest for {plan.idle_seconds:.0f}s")
-            time.sleep(10)  # the burst's last status events settle
             before, cpu_before = api_requests(metrics_url), cpu_seconds(operator.pid)
             time.sleep(plan.idle_seconds)
             after, cpu_after = api_requests(metrics_url), cpu_seconds(operator.pid)
