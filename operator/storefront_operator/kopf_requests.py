@@ -43,8 +43,11 @@ async def _counted(method: str, url: str, **kwargs: Any) -> Any:
     verb, watched = describe(method, url)
     if watched is not None:
         # The first watch of a path is the start; every later one re-opens it.
+        restarts = metrics.WATCH_RESTARTS.labels(resource=resource_of(watched))
         if watched in _watched:
-            metrics.WATCH_RESTARTS.labels(resource=resource_of(watched)).inc()
+            restarts.inc()
+        # The series exists from the first watch, at 0: a dashboard's increase() shows 0, not
+        # "no data", until a watch is re-opened.
         _watched.add(watched)
     try:
         response = await _original(method, url, **kwargs)
