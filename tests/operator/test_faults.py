@@ -1,5 +1,6 @@
 """Faults the operator must survive, each on a real etcd + kube-apiserver of its own: the API
-server stopped and started again, and the operator SIGKILLed while it works. Deadlines are
+server stopped and started again, the operator SIGKILLed while it works, and two replicas with
+peering when the active one dies. Deadlines are
 generous and nothing is timed: the tests prove convergence, the benchmark measures speed.
 Marked `fault` (and `slow`, `cluster`), so the inner loop leaves them out."""
 
@@ -53,12 +54,12 @@ def cluster(tmp_path: Path) -> Iterator[KubeAPIServer]:
 class Operator:
     """`storefront operator` as its own process, started again after a kill as its pod would."""
 
-    def __init__(self, cluster: KubeAPIServer, workdir: Path) -> None:
-        self.liveness = free_port()
+    def __init__(self, cluster: KubeAPIServer, workdir: Path, *extra: str) -> None:
+        self.liveness, self.metrics = free_port(), free_port()
         argv = [
             sys.executable, "-m", "service.cli", "operator", "--all-namespaces",
-            "--metrics-port", "0", "--liveness-port", str(self.liveness),
-            "--scaling-interval", "5", "--log-format", "json",
+            "--metrics-port", str(self.metrics), "--liveness-port", str(self.liveness),
+            "--scaling-interval", "5", "--log-format", "json", *extra,
         ]  # fmt: skip
         self.process = ManagedProcess(
             "storefront-operator", argv, workdir / "operator.log", env=cluster.env, cwd=REPO_ROOT
@@ -205,3 +206,41 @@ def test_sigkill_while_creating_and_updating(cluster: KubeAPIServer, tmp_path: P
         assert operator.process.running(), operator.process.log_tail()
     finally:
         operator.stop()
+
+
+def reconciles(metrics_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("storefront_operator_reconciles_total{")
+    )
+
+
+def test_two_replicas_with_peering_one_acts_and_the_other_takes_over(
+    cluster: KubeAPIServer, tmp_path: Path
+) -> None:
+    replicas = [
+        Operator(cluster, tmp_path / f"replica-{i}", "--peering", "--peering-lifetime", "10")
+        for i in range(2)
+    ]
+    try:
+        replicas[0].start()
+        time.sleep(2)  # the first started is the one in charge
+        replicas[1].start()
+        with cluster.http() as api:
+            wait_for(lambda: api.get(SF.format(ns="default")).status_code == 200, 60, what="CRD")
+            ns = namespace(api, "peers")
+            assert create_storefront(api, ns, "first", BASIC_SPEC).status_code == 201
+            converge("first reconciled", lambda: reconciled(api, ns, "first"), replicas[0])
+            time.sleep(5)
+            counts = [reconciles(r.metrics) for r in replicas]
+            assert counts[0] >= 1 and counts[1] == 0, counts
+
+            replicas[0].kill()
+            assert create_storefront(api, ns, "second", BASIC_SPEC).status_code == 201
+            converge("taken over", lambda: reconciled(api, ns, "second"), replicas[1])
+            assert reconciles(replicas[1].metrics) >= 1
+    finally:
+        for replica in replicas:
+            replica.stop()
