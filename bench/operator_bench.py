@@ -5,9 +5,10 @@ Figures: the time from creating a ``Storefront`` to its first reconcile being co
 child the operator applies at once exists and ``status.observedGeneration`` is written), over
 instances created one after another; the time to reconcile a burst created at once; the
 operator's resident memory with that many instances; then, with that many at rest, the API
-requests it makes (its own client metrics, Kopf's requests included) and the CPU it uses, and
-the time a child deleted by hand takes to come back. Status write times come from a watch, not
-from polling, so they are exact to the event. Goals are printed met or missed, never asserted.
+requests it makes (its own client metrics, Kopf's requests included), the CPU it uses, the
+time one autoscaling pass takes, and the time a child deleted by hand takes to come back.
+Status write times come from a watch, not from polling, so they are exact to the event. Goals
+are printed met or missed, never asserted.
 
 Without kube-controller-manager no Job ever succeeds, so the workloads (Deployments, which wait
 for their migration Job, and the API's HPA/PDB) are not among the children checked; the
@@ -64,6 +65,7 @@ class OperatorOutcome:
     idle_requests: dict[str, float] = field(default_factory=dict)  # "verb/outcome" -> count
     idle_cpu_seconds: float = float("nan")
     drift_repair_s: list[float] = field(default_factory=list)
+    autoscale_pass_s: float = float("nan")  # one autoscaling pass over every instance, at rest
 
     @property
     def idle_requests_per_instance_minute(self) -> float:
@@ -108,6 +110,7 @@ def api_requests(metrics_url: str) -> dict[str, float]:
 
 
 AUTOSCALE_PASSES = "storefront_operator_autoscale_pass_duration_seconds_count"
+AUTOSCALE_SECONDS = "storefront_operator_autoscale_pass_duration_seconds_sum"
 BACKLOG = "storefront_operator_reconcile_backlog"
 
 
@@ -335,8 +338,15 @@ def run_operator(
             )
             progress(f"operator: {plan.burst} instances at rest for {plan.idle_seconds:.0f}s")
             before, cpu_before = api_requests(metrics_url), cpu_seconds(operator.pid)
+            passes_before = (
+                operator_gauge(metrics_url, AUTOSCALE_SECONDS),
+                operator_gauge(metrics_url, AUTOSCALE_PASSES),
+            )
             time.sleep(plan.idle_seconds)
             after, cpu_after = api_requests(metrics_url), cpu_seconds(operator.pid)
+            spent = operator_gauge(metrics_url, AUTOSCALE_SECONDS) - passes_before[0]
+            passes = operator_gauge(metrics_url, AUTOSCALE_PASSES) - passes_before[1]
+            outcome.autoscale_pass_s = spent / passes if passes else float("nan")
             outcome.idle_requests = {
                 k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)
             }
@@ -406,6 +416,12 @@ def rows(outcome: OperatorOutcome) -> list[Row]:
         ),
         Row(
             section=SECTION,
+            subject=f"autoscaling pass (queue depths from Redis) over {plan.burst} instances",
+            value=outcome.autoscale_pass_s,
+            unit="s",
+        ),
+        Row(
+            section=SECTION,
             subject=f"child deleted by hand -> back, {plan.burst} instances",
             p50_ms=percentile([s * 1000 for s in drift], 50) if drift else float("nan"),
             p99_ms=max(drift) * 1000 if drift else float("nan"),
@@ -434,6 +450,7 @@ def not_measured(reason: str, plan: OperatorPlan | None = None) -> list[Row]:
         f"operator RSS at {plan.burst} instances",
         f"API requests per instance per minute at rest, {plan.burst} instances",
         f"operator CPU at rest, {plan.burst} instances",
+        f"autoscaling pass (queue depths from Redis) over {plan.burst} instances",
         f"child deleted by hand -> back, {plan.burst} instances",
     )
     return [Row(section=SECTION, subject=s, note=f"not measured: {reason}") for s in subjects]
@@ -451,4 +468,5 @@ def raw(outcome: OperatorOutcome) -> dict[str, Any]:
         "idle_requests_per_instance_minute": outcome.idle_requests_per_instance_minute,
         "idle_cpu_percent": outcome.idle_cpu_percent,
         "drift_repair_s": [round(v, 3) for v in outcome.drift_repair_s],
+        "autoscale_pass_s": outcome.autoscale_pass_s,
     }
