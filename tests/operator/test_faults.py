@@ -1,14 +1,18 @@
 """Faults the operator must survive, each on a real etcd + kube-apiserver of its own: the API
-server stopped and started again, the operator SIGKILLed while it works, and two replicas with
-peering when the active one dies. Deadlines are
+server stopped and started again, its connections silently stalled by a proxy, the operator
+SIGKILLed while it works, and two replicas with peering when the active one dies. Deadlines are
 generous and nothing is timed: the tests prove convergence, the benchmark measures speed.
 Marked `fault` (and `slow`, `cluster`), so the inner loop leaves them out."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import select
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from storefront_operator.kube import PRUNABLE, path_for
 from storefront_operator.render import migration_job_name
 from storefront_operator.spec import parse_spec
@@ -54,15 +59,18 @@ def cluster(tmp_path: Path) -> Iterator[KubeAPIServer]:
 class Operator:
     """`storefront operator` as its own process, started again after a kill as its pod would."""
 
-    def __init__(self, cluster: KubeAPIServer, workdir: Path, *extra: str) -> None:
+    def __init__(
+        self, cluster: KubeAPIServer, workdir: Path, *extra: str, kubeconfig: Path | None = None
+    ) -> None:
         self.liveness, self.metrics = free_port(), free_port()
         argv = [
             sys.executable, "-m", "service.cli", "operator", "--all-namespaces",
             "--metrics-port", str(self.metrics), "--liveness-port", str(self.liveness),
             "--scaling-interval", "5", "--log-format", "json", *extra,
         ]  # fmt: skip
+        env = {**cluster.env, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {})}
         self.process = ManagedProcess(
-            "storefront-operator", argv, workdir / "operator.log", env=cluster.env, cwd=REPO_ROOT
+            "storefront-operator", argv, workdir / "operator.log", env=env, cwd=REPO_ROOT
         )
 
     def start(self) -> Operator:
@@ -244,3 +252,100 @@ def test_two_replicas_with_peering_one_acts_and_the_other_takes_over(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+class StallingProxy:
+    """A TCP proxy to the API server that, once told to stall, stops forwarding on every
+    connection open at that moment without closing it (a NAT or proxy that lost its state);
+    connections opened later are forwarded as usual."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            stalled = threading.Event()
+            self.connections.append((client, upstream, stalled))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst, stalled), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, stalled: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while not self.closed.is_set():
+                if stalled.is_set():
+                    time.sleep(0.2)  # neither read nor close: the peer waits forever
+                    continue
+                readable, _, _ = select.select([src], [], [], 0.2)
+                if not readable:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        if not stalled.is_set():
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def stall(self) -> int:
+        """Stall every connection open now; returns how many."""
+        for _, _, stalled in self.connections:
+            stalled.set()
+        return len(self.connections)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+        for client, upstream, _ in self.connections:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
+def test_stalled_connections_are_given_up(cluster: KubeAPIServer, tmp_path: Path) -> None:
+    host, port = cluster.url.removeprefix("https://").rsplit(":", 1)
+    proxy = StallingProxy((host, int(port)))
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "proxied-kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    operator = Operator(cluster, tmp_path, kubeconfig=kubeconfig)
+    try:
+        operator.start()
+        with cluster.http() as api:
+            wait_for(lambda: api.get(SF.format(ns="default")).status_code == 200, 60, what="CRD")
+            ns = namespace(api, "stall")
+            assert create_storefront(api, ns, "shop", BASIC_SPEC).status_code == 201
+            converge("reconciled", lambda: reconciled(api, ns, "shop"), operator)
+            time.sleep(2)
+
+            assert proxy.stall() > 0  # the watches and the kept-alive connections hang
+            patch = {"spec": {"config": {"STOREFRONT_PRODUCT_CACHE_TTL_SECONDS": "9"}}}
+            response = api.patch(f"{SF.format(ns=ns)}/shop", json=patch, headers=MERGE)
+            assert response.status_code == 200, response.text
+            config_map = f"/api/v1/namespaces/{ns}/configmaps/shop-config"
+            converge(
+                "spec change through stalled connections",
+                lambda: (
+                    (get(api, config_map) or {})
+                    .get("data", {})
+                    .get("STOREFRONT_PRODUCT_CACHE_TTL_SECONDS")
+                    == "9"
+                ),
+                operator,
+            )
+            converge("status observed", lambda: reconciled(api, ns, "shop"), operator)
+        assert operator.process.running(), operator.process.log_tail()
+    finally:
+        operator.stop()
+        proxy.close()
