@@ -63,7 +63,7 @@ def crd_installed(api: httpx.Client) -> None:
 
 @pytest.fixture(scope="session")
 def operator(kube_apiserver: KubeAPIServer, crd_installed: None) -> Iterator[dict[str, int]]:
-    """The operator, in this process, watching all namespaces."""
+    """The operator, in this process, watching the tests' namespaces (test-*)."""
     ports = {"metrics": free_port(), "liveness": free_port()}
     env = {
         "KUBECONFIG": str(kube_apiserver.kubeconfig),
@@ -77,7 +77,9 @@ def operator(kube_apiserver: KubeAPIServer, crd_installed: None) -> Iterator[dic
     os.environ.update(env)
     args = [
         "run",
-        "--all-namespaces",
+        # The tests' own namespaces only: another suite's operator process (the dashboards')
+        # serves its namespace alone, and two operators scaling one instance would race.
+        "--namespace=test-*",
         "--standalone",
         f"--liveness=http://127.0.0.1:{ports['liveness']}/healthz",
         "-m",
