@@ -48,8 +48,8 @@ test: install tools lint typecheck check-generated ## Everything: lint, types, a
 test-components: install tools ## Smoke-test every real component fixture (a query each)
 	$(BIN)/pytest tests/components -q
 
-test-fast: install ## The suite without cluster, kind, Docker, Jaeger and slow tests (inner loop)
-	$(BIN)/pytest -m "not cluster and not slow and not jaeger and not helm and not docker and not kind"
+test-fast: install ## The suite without cluster, kind, Docker, Jaeger, fault and slow tests (inner loop)
+	$(BIN)/pytest -m "not cluster and not slow and not fault and not jaeger and not helm and not docker and not kind"
 
 bench: install tools ## Benchmarks against their baselines, side by side
 	$(BIN)/python -m bench

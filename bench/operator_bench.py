@@ -3,9 +3,12 @@ process, as ``storefront operator`` runs in its pod.
 
 Figures: the time from creating a ``Storefront`` to its first reconcile being complete (every
 child the operator applies at once exists and ``status.observedGeneration`` is written), over
-instances created one after another; the time to reconcile a burst created at once; and the
-operator's resident memory with that many instances. Status write times come from a watch, not
-from polling, so they are exact to the event.
+instances created one after another; the time to reconcile a burst created at once; the
+operator's resident memory with that many instances; then, with that many at rest, the API
+requests it makes (its own client metrics, Kopf's requests included), the CPU it uses, the
+time one autoscaling pass takes, and the time a child deleted by hand takes to come back.
+Status write times come from a watch, not from polling, so they are exact to the event. Goals
+are printed met or missed, never asserted.
 
 Without kube-controller-manager no Job ever succeeds, so the workloads (Deployments, which wait
 for their migration Job, and the API's HPA/PDB) are not among the children checked; the
@@ -15,11 +18,13 @@ ConfigMaps, Secret, Services and the migration Job are.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ import httpx
 import orjson
 
 from bench.components import REPO_ROOT, RedisInstance, clean_env
-from bench.report import Row
+from bench.report import Row, TargetCheck
 from bench.stats import BenchError, percentile
 from tests.components.ports import free_port
 from tests.components.process import ManagedProcess, find_binary
@@ -40,6 +45,14 @@ SECTION = "Operator (real kube-apiserver)"
 class OperatorPlan:
     sequential: int = 50
     burst: int = 200
+    idle_seconds: float = 60.0
+    drift_samples: int = 5
+
+
+# The operator's goals at rest and for drift (absolute, not ratios to a baseline).
+IDLE_REQUESTS_GOAL = 1.0  # API requests per instance per minute
+IDLE_CPU_GOAL = 5.0  # % of one core
+DRIFT_REPAIR_GOAL = 30.0  # seconds for a child deleted by hand to be back
 
 
 @dataclass
@@ -49,6 +62,21 @@ class OperatorOutcome:
     burst_seconds: float = float("nan")
     rss_idle_mib: float = float("nan")
     rss_loaded_mib: float = float("nan")
+    idle_requests: dict[str, float] = field(default_factory=dict)  # "verb/outcome" -> count
+    idle_cpu_seconds: float = float("nan")
+    drift_repair_s: list[float] = field(default_factory=list)
+    autoscale_pass_s: float = float("nan")  # one autoscaling pass over every instance, at rest
+
+    @property
+    def idle_requests_per_instance_minute(self) -> float:
+        if self.idle_cpu_seconds != self.idle_cpu_seconds:  # NaN: the window was not measured
+            return float("nan")
+        total = sum(self.idle_requests.values())
+        return total / self.plan.burst / (self.plan.idle_seconds / 60)
+
+    @property
+    def idle_cpu_percent(self) -> float:
+        return 100 * self.idle_cpu_seconds / self.plan.idle_seconds
 
 
 def rss_mib(pid: int) -> float:
@@ -57,6 +85,46 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_requests(metrics_url: str) -> dict[str, float]:
+    """The operator's API requests so far, by "client/verb/outcome", from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    text = httpx.get(metrics_url, timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "storefront_operator_api_requests_total":
+                labels = sample.labels
+                key = f"{labels['client']}/{labels['verb']}/{labels['outcome']}"
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+AUTOSCALE_PASSES = "storefront_operator_autoscale_pass_duration_seconds_count"
+AUTOSCALE_SECONDS = "storefront_operator_autoscale_pass_duration_seconds_sum"
+BACKLOG = "storefront_operator_reconcile_backlog"
+
+
+def operator_gauge(metrics_url: str, name: str) -> float:
+    """The sum of one metric's samples (every label set) on the operator's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def reconciled(obj: dict[str, Any]) -> bool:
@@ -122,6 +190,10 @@ def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise BenchError(f"timed out waiting for {what}")
 
 
+def _exists(api: httpx.Client, path: str) -> bool:
+    return api.get(path).status_code == 200
+
+
 def _ok(response: httpx.Response, what: str) -> None:
     if response.status_code not in (200, 201):
         raise BenchError(f"{what}: {response.status_code} {response.text[:300]}")
@@ -159,6 +231,7 @@ WAIT_FOR_MIGRATION = frozenset(
 
 def verify_children(api: httpx.Client, namespace: str, name: str) -> int:
     """Every child the first reconcile applies exists; returns how many were checked."""
+    from storefront_operator.kube import path_for
     from storefront_operator.render import generated_secret_name, render
     from storefront_operator.spec import parse_spec
 
@@ -167,10 +240,7 @@ def verify_children(api: httpx.Client, namespace: str, name: str) -> int:
         kind, child = manifest["kind"], manifest["metadata"]["name"]
         if kind in WAIT_FOR_MIGRATION:
             continue
-        version = manifest["apiVersion"]
-        prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
-        plural = kind.lower() + ("es" if kind.endswith("s") else "s")
-        paths.append(f"{prefix}/namespaces/{namespace}/{plural}/{child}")
+        paths.append(path_for(manifest["apiVersion"], kind, namespace, child))
     for path in paths:
         if api.get(path).status_code != 200:
             raise BenchError(f"{path} missing after the status was written")
@@ -193,10 +263,11 @@ def run_operator(
     cluster = start_kube_apiserver(workdir / "kube")
     operator: ManagedProcess | None = None
     try:
-        liveness = free_port()
+        liveness, metrics_port = free_port(), free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         argv = [
             sys.executable, "-m", "service.cli", "operator", "--all-namespaces",
-            "--metrics-port", "0", "--liveness-port", str(liveness),
+            "--metrics-port", str(metrics_port), "--liveness-port", str(liveness),
         ]  # fmt: skip
         operator = ManagedProcess(
             "storefront-operator",
@@ -249,6 +320,47 @@ def run_operator(
                 verify_children(api, "bench-burst", name)
             time.sleep(2)
             outcome.rss_loaded_mib = rss_mib(operator.pid)
+
+            # At rest: what the operator asks of the API server with nothing changing. The
+            # autoscaling timer keeps reading each instance's queue depth meanwhile.
+            # At rest means after the burst's work is done: no reconcile queued or running, and
+            # two autoscaling passes begun after the last status (the first queue-depth reads
+            # of 200 new instances are work, not idle load).
+            progress("operator: waiting for the burst's work to end")
+            passes = operator_gauge(metrics_url, AUTOSCALE_PASSES)
+            _wait_for(
+                lambda: (
+                    operator_gauge(metrics_url, AUTOSCALE_PASSES) >= passes + 2
+                    and operator_gauge(metrics_url, BACKLOG) == 0
+                ),
+                300,
+                "the operator to come to rest",
+            )
+            progress(f"operator: {plan.burst} instances at rest for {plan.idle_seconds:.0f}s")
+            before, cpu_before = api_requests(metrics_url), cpu_seconds(operator.pid)
+            passes_before = (
+                operator_gauge(metrics_url, AUTOSCALE_SECONDS),
+                operator_gauge(metrics_url, AUTOSCALE_PASSES),
+            )
+            time.sleep(plan.idle_seconds)
+            after, cpu_after = api_requests(metrics_url), cpu_seconds(operator.pid)
+            spent = operator_gauge(metrics_url, AUTOSCALE_SECONDS) - passes_before[0]
+            passes = operator_gauge(metrics_url, AUTOSCALE_PASSES) - passes_before[1]
+            outcome.autoscale_pass_s = spent / passes if passes else float("nan")
+            outcome.idle_requests = {
+                k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)
+            }
+            outcome.idle_cpu_seconds = cpu_after - cpu_before
+
+            # Drift: a child deleted by hand, one instance at a time, timed until it is back.
+            step = max(1, plan.burst // max(1, plan.drift_samples))
+            for i in range(0, plan.burst, step)[: plan.drift_samples]:
+                progress(f"operator: drift repair {len(outcome.drift_repair_s) + 1}")
+                path = f"/api/v1/namespaces/bench-burst/services/{names[i]}-api"
+                _ok(api.delete(path), f"delete {path}")
+                deleted = time.monotonic()
+                _wait_for(partial(_exists, api, path), 120, f"{path} back")
+                outcome.drift_repair_s.append(time.monotonic() - deleted)
             if not operator.running():
                 raise operator.error("exited during the benchmark")
     finally:
@@ -262,6 +374,7 @@ def rows(outcome: OperatorOutcome) -> list[Row]:
     plan = outcome.plan
     latencies = outcome.create_to_status_ms
     idle = outcome.rss_idle_mib
+    drift = outcome.drift_repair_s
     return [
         Row(
             section=SECTION,
@@ -281,7 +394,52 @@ def rows(outcome: OperatorOutcome) -> list[Row]:
             value=outcome.rss_loaded_mib,
             unit="MiB",
         ),
+        Row(
+            section=SECTION,
+            subject=f"API requests per instance per minute at rest, {plan.burst} instances",
+            value=outcome.idle_requests_per_instance_minute,
+            unit="req",
+            targets=(
+                goal(
+                    f"<= {IDLE_REQUESTS_GOAL:g}/instance/min",
+                    outcome.idle_requests_per_instance_minute,
+                    IDLE_REQUESTS_GOAL,
+                ),
+            ),
+        ),
+        Row(
+            section=SECTION,
+            subject=f"operator CPU at rest, {plan.burst} instances (% of a core)",
+            value=outcome.idle_cpu_percent,
+            unit="%",
+            targets=(goal(f"<= {IDLE_CPU_GOAL:g}%", outcome.idle_cpu_percent, IDLE_CPU_GOAL),),
+        ),
+        Row(
+            section=SECTION,
+            subject=f"autoscaling pass (queue depths from Redis) over {plan.burst} instances",
+            value=outcome.autoscale_pass_s,
+            unit="s",
+        ),
+        Row(
+            section=SECTION,
+            subject=f"child deleted by hand -> back, {plan.burst} instances",
+            p50_ms=percentile([s * 1000 for s in drift], 50) if drift else float("nan"),
+            p99_ms=max(drift) * 1000 if drift else float("nan"),
+            targets=(
+                goal(
+                    f"<= {DRIFT_REPAIR_GOAL:g} s",
+                    max(drift) if drift else float("nan"),
+                    DRIFT_REPAIR_GOAL,
+                ),
+            ),
+        ),
     ]
+
+
+def goal(description: str, value: float, limit: float) -> TargetCheck:
+    """An absolute goal `value <= limit`, met or missed (n/a when not measured)."""
+    met = None if value != value else value <= limit
+    return TargetCheck(description, value / limit, met)
 
 
 def not_measured(reason: str, plan: OperatorPlan | None = None) -> list[Row]:
@@ -290,6 +448,10 @@ def not_measured(reason: str, plan: OperatorPlan | None = None) -> list[Row]:
         f"create -> children + status, {plan.sequential} one at a time",
         f"reconcile {plan.burst} created at once",
         f"operator RSS at {plan.burst} instances",
+        f"API requests per instance per minute at rest, {plan.burst} instances",
+        f"operator CPU at rest, {plan.burst} instances",
+        f"autoscaling pass (queue depths from Redis) over {plan.burst} instances",
+        f"child deleted by hand -> back, {plan.burst} instances",
     )
     return [Row(section=SECTION, subject=s, note=f"not measured: {reason}") for s in subjects]
 
@@ -301,4 +463,10 @@ def raw(outcome: OperatorOutcome) -> dict[str, Any]:
         "burst_seconds": outcome.burst_seconds,
         "rss_idle_mib": outcome.rss_idle_mib,
         "rss_loaded_mib": outcome.rss_loaded_mib,
+        "idle_seconds": outcome.plan.idle_seconds,
+        "idle_requests": outcome.idle_requests,
+        "idle_requests_per_instance_minute": outcome.idle_requests_per_instance_minute,
+        "idle_cpu_percent": outcome.idle_cpu_percent,
+        "drift_repair_s": [round(v, 3) for v in outcome.drift_repair_s],
+        "autoscale_pass_s": outcome.autoscale_pass_s,
     }

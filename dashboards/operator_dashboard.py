@@ -1,5 +1,6 @@
-"""The Storefront operator dashboard: reconciles and their errors, reconcile duration, instances
-by phase, worker scaling decisions, process resources."""
+"""The Storefront operator dashboard: reconciles and their errors, reconcile duration and
+backlog, its requests to the Kubernetes API and watch restarts, instances by phase, worker
+scaling decisions, process resources."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from dashboards.common import timeseries_panel as ts
 UID = "storefront-operator"
 RECONCILES = "storefront_operator_reconciles_total"
 SCALING = "storefront_operator_scaling_decisions_total"
+API_REQUESTS = "storefront_operator_api_requests_total"
+WATCH_RESTARTS = "storefront_operator_watch_restarts_total"
+BACKLOG = "storefront_operator_reconcile_backlog"
 ERROR_OUTCOME = 'outcome="error"'
 ERROR_RATIO = ratio(rate_sum(RECONCILES, matchers=[ERROR_OUTCOME]), rate_sum(RECONCILES))
 
@@ -97,6 +101,38 @@ def build() -> dashboard_builders.Dashboard:
                 histogram_quantiles("storefront_operator_reconcile_duration_seconds", ""),
                 "s",
                 width=24,
+            )
+        )
+        .with_row(dashboard_builders.Row("Kubernetes API"))
+        .with_panel(
+            ts(
+                "API requests by verb and outcome",
+                "Requests to the API server per second, the operator's and Kopf's (watches, "
+                "progress, peering). At rest, next to none: drift is repaired from watch events.",
+                [Query(rate_sum(API_REQUESTS, "verb, outcome"), "{{verb}} {{outcome}}")],
+                "reqps",
+                width=8,
+            )
+        )
+        .with_panel(
+            ts(
+                "Watch restarts",
+                "Watch streams re-opened per interval, by resource: one every few minutes is "
+                "the server's timeout; more mean stalled connections or an API server restart.",
+                [Query(rate_sum(WATCH_RESTARTS, "resource", fn="increase"), "{{resource}}")],
+                "short",
+                width=8,
+            )
+        )
+        .with_panel(
+            ts(
+                "Reconcile backlog",
+                "Instances waiting for a reconcile (queued: debounced, due or to be retried) "
+                "or in one (running).",
+                [Query(gauge(BACKLOG, "state"), "{{state}}")],
+                "short",
+                width=8,
+                stacked=True,
             )
         )
         .with_row(dashboard_builders.Row("Instances and scaling"))

@@ -33,21 +33,31 @@ def operator(
         typer.Option(
             "--standalone/--peering",
             help="Standalone (default): one replica, no peering objects. --peering: several "
-            "replicas coordinate through a KopfPeering object (its CRD must be installed).",
+            "replicas share a ClusterKopfPeering object and only the longest-running one acts; "
+            "a standby takes over within --peering-lifetime seconds when it stops.",
         ),
     ] = True,
     peering_name: Annotated[
-        str, typer.Option(help="Name of the KopfPeering object with --peering.")
+        str, typer.Option(help="Name of the ClusterKopfPeering object with --peering.")
     ] = "storefront-operator",
+    peering_lifetime: Annotated[
+        int,
+        typer.Option(help="Seconds a replica's keep-alive is valid with --peering.", min=5),
+    ] = 20,
     metrics_port: Annotated[
         int, typer.Option(help="Port serving /metrics for Prometheus; 0 disables.", min=0)
     ] = 9090,
     liveness_port: Annotated[
         int, typer.Option(help="Port serving /healthz for the liveness probe; 0 disables.", min=0)
     ] = 8080,
-    reconcile_interval: Annotated[
-        float, typer.Option(help="Seconds between drift-correcting re-applies.", min=1)
-    ] = 30.0,
+    resync_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between safety-net checks of each instance's children (watch events "
+            "repair drift at once in between).",
+            min=1,
+        ),
+    ] = 600.0,
     scaling_interval: Annotated[
         float, typer.Option(help="Seconds between queue-depth reads for autoscaling.", min=1)
     ] = 15.0,
@@ -67,14 +77,19 @@ def operator(
     if namespace and all_namespaces:
         raise typer.BadParameter("--namespace and --all-namespaces exclude each other")
 
+    import random
+    import time
+
     import kopf
 
     from service.observability.logging import configure_logging
     from storefront_operator import handlers
     from storefront_operator.config import OperatorConfig
+    from storefront_operator.peering import priority
 
     config = OperatorConfig(
-        reconcile_interval=reconcile_interval,
+        resync_interval=resync_interval,
+        peering_lifetime=peering_lifetime,
         scaling_interval=scaling_interval,
         metrics_port=metrics_port,
         apply_crd=apply_crd,
@@ -88,6 +103,9 @@ def operator(
         namespaces=namespace or (),
         standalone=standalone,
         peering_name=None if standalone else peering_name,
+        priority=None
+        if standalone
+        else priority(time.time_ns() // 1_000_000, random.randrange(1024)),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
     )
 

@@ -1,6 +1,13 @@
-"""Kopf handlers for `Storefront`: thin glue between watch events, the pure deciders (render,
-status, scaling) and the Kubernetes/Redis I/O. No finalizer: deletion is left to the garbage
-collector through owner references, so a stopped operator never blocks `kubectl delete sf`.
+"""Kopf handlers for `Storefront` and its children: thin glue between watch events, the pure
+deciders (render, status, drift, schedule, scaling) and the Kubernetes/Redis I/O.
+
+A Storefront is reconciled when its spec changes (Kopf's create/update/resume handlers), when
+one of its children is changed or deleted by someone else or a Deployment or Job it reports on
+changes status (watch events on the children, debounced per instance, the operator's own
+writes told apart by their server-side apply fields), and when its safety-net resync finds its
+children differ from what its last reconcile left. At rest the operator makes almost no API
+requests. No finalizer: deletion is left to the garbage collector through owner references,
+so a stopped operator never blocks `kubectl delete sf`.
 """
 
 from __future__ import annotations
@@ -9,68 +16,79 @@ import asyncio
 import contextlib
 import copy
 import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
-import redis
 import structlog
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
 from service.observability.logging import configure_logging
-from storefront_operator import metrics
+from storefront_operator import kopf_requests, metrics
 from storefront_operator.config import OperatorConfig
 from storefront_operator.crd import storefront_crd
+from storefront_operator.drift import (
+    Applied,
+    Verdict,
+    child_key,
+    children_match,
+    owner_name,
+    reconcile_reason,
+    verdict,
+)
 from storefront_operator.kube import (
+    PLURALS,
     PRUNABLE,
     SERVICE_MONITOR,
-    SERVICE_MONITOR_CRD,
     Kube,
     KubeError,
     load_api_client,
-    owner_reference,
-    with_owner,
 )
-from storefront_operator.queue import queue_depth
-from storefront_operator.render import (
-    IMAGE_ANNOTATION,
-    REDIS_PORT,
-    RenderContext,
-    child_name,
-    desired_worker_replicas,
-    generated_secret_name,
-    instance_selector,
-    key,
-    labels,
-    load_dashboards,
-    migration_job_name,
-    render,
+from storefront_operator.peering import (
+    PEERING_CRD_NAME,
+    PEERING_PLURAL,
+    PauseTracker,
+    peering_crd,
+    peering_object,
 )
-from storefront_operator.scaling import decide_workers
-from storefront_operator.spec import GROUP, PLURAL, VERSION, StorefrontSpec, parse_spec
-from storefront_operator.status import (
-    MigrationState,
-    Observation,
-    Problem,
-    compute_status,
-    migration_state,
-    parse_timestamp,
-    ready_transition,
-    timestamp,
-    utc_now,
+from storefront_operator.queue import QueueReader
+from storefront_operator.reconcile import (
+    GONE,
+    Outcome,
+    autoscale_sync,
+    list_children,
+    reconcile_sync,
 )
+from storefront_operator.render import MANAGED_BY_LABEL, MANAGER, load_dashboards
+from storefront_operator.schedule import (
+    DueSet,
+    batches,
+    first_resync,
+    next_resync,
+    resync_batch,
+    resync_window,
+    retry_after,
+    retry_delay,
+)
+from storefront_operator.spec import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger("storefront.operator")
 Body = Mapping[str, Any]
 InstanceKey = tuple[str, str]
-GONE = "Gone"
-APP_COMPONENTS = ("api", "worker", "scheduler")
+ChildEvent = tuple[str | None, Mapping[str, Any]]
+# Children are watched by the operator's label: the API server filters, so the operator never
+# sees the rest of the cluster's Deployments or ConfigMaps.
+CHILD_KINDS = (*PRUNABLE, SERVICE_MONITOR)
+CHILD_SELECTOR = {MANAGED_BY_LABEL: MANAGER}
+# Instances whose children one resync request covers (one label selector lists their names).
+RESYNC_BATCH = 50
 
 
 class Runtime:
-    """Process-wide operator state: config, API client, the instances seen and their locks."""
+    """Process-wide operator state: config, API client, the instances seen, what their last
+    reconcile left, and the work queued for them."""
 
     def __init__(self) -> None:
         self.explicit_config: OperatorConfig | None = None
@@ -79,6 +97,20 @@ class Runtime:
         self.instances: dict[InstanceKey, dict[str, Any]] = {}
         self.phases: dict[InstanceKey, str] = {}
         self.locks: dict[InstanceKey, asyncio.Lock] = {}
+        self.applied: dict[InstanceKey, Applied] = {}
+        # Child events waiting for their instance's debounce, the latest per child.
+        self.pending: dict[InstanceKey, dict[tuple[str, str, str], ChildEvent]] = {}
+        self.queue: DueSet[InstanceKey] = DueSet(1.0, 5.0)
+        self.triggers: dict[InstanceKey, str] = {}
+        self.running: set[InstanceKey] = set()
+        self.attempts: dict[InstanceKey, int] = {}
+        self.resync_due: dict[InstanceKey, float] = {}
+        self.redis_urls: dict[InstanceKey, str] = {}
+        self.reader = QueueReader()
+        self.service_monitors = False
+        self.clusterwide = True
+        self.pause = PauseTracker(peering=False)
+        self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.dashboards: dict[str, str] = {}
         self.metrics_server: Any = None
@@ -89,21 +121,68 @@ class Runtime:
             self._kube = Kube()
         return self._kube
 
+    @property
+    def active(self) -> bool:
+        """False while Kopf's peering has paused this replica in favour of another."""
+        return self.pause.active
+
     def lock(self, ident: InstanceKey) -> asyncio.Lock:
         return self.locks.setdefault(ident, asyncio.Lock())
 
     def track(self, body: Body) -> None:
         meta = body["metadata"]
-        self.instances[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(body))
+        ident = (meta["namespace"], meta["name"])
+        self.instances[ident] = copy.deepcopy(dict(body))
+        if ident not in self.resync_due:
+            uid = str(meta.get("uid") or f"{ident}")
+            interval = self.config.resync_interval
+            self.resync_due[ident] = first_resync(time.monotonic(), interval, uid)
+
+    def schedule(self, ident: InstanceKey, delay: float = 0.0, trigger: str | None = None) -> None:
+        """Reconcile `ident` within `delay` seconds (for `trigger`, unless events say why)."""
+        self.queue.at(ident, time.monotonic() + delay)
+        if trigger is not None:
+            self.triggers.setdefault(ident, trigger)
+        self.wake.set()
 
     def forget(self, ident: InstanceKey) -> None:
-        self.instances.pop(ident, None)
-        self.phases.pop(ident, None)
-        self.locks.pop(ident, None)
+        tables: tuple[dict[InstanceKey, Any], ...] = (
+            self.instances,
+            self.phases,
+            self.locks,
+            self.applied,
+            self.pending,
+            self.triggers,
+            self.attempts,
+            self.resync_due,
+            self.redis_urls,
+        )
+        for table in tables:
+            table.pop(ident, None)
+        self.queue.discard(ident)
         metrics.set_instance_phases(self.phases)
+
+    def publish_backlog(self) -> None:
+        metrics.RECONCILE_BACKLOG.labels(state="queued").set(len(self.queue))
+        metrics.RECONCILE_BACKLOG.labels(state="running").set(len(self.running))
 
 
 RUNTIME = Runtime()
+
+
+class QuietWatchHandlers(logging.Filter):
+    """Drops Kopf's "Handler ... succeeded" line for the watch-event handlers: one per event on
+    every child, thousands when many instances are created, and nothing a reader needs."""
+
+    PREFIXES = ("Handler 'child-", "Handler 'storefront_event'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+QUIET_WATCH_HANDLERS = QuietWatchHandlers()
 
 
 def configure(config: OperatorConfig) -> None:
@@ -138,14 +217,22 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Tune kopf, serve metrics, apply the CRD when allowed, start the reconcile loops."""
+    """Tune kopf, serve metrics, apply the CRD when allowed, start the operator's loops."""
     # Read the environment now, not at import: tests and wrappers set it late.
     cfg = RUNTIME.config = RUNTIME.explicit_config or OperatorConfig()
     configure_logging(level=cfg.log_level, fmt=cfg.log_format, component="operator")
+    kopf_requests.install()
     # A watch that silently stalls (NAT, proxies) must be re-opened, not waited on forever.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = cfg.watch_inactivity_timeout
+    # Kopf's own requests (progress annotations, Events, peering) give up instead of hanging.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    for api_version, kind in CHILD_KINDS:
+        plural = PLURALS[(api_version, kind)]
+        settings.watching.label_selectors[api_version, plural] = f"{MANAGED_BY_LABEL}={MANAGER}"
     # Progress in annotations keeps `status` ours; Events only for kopf's warnings and errors.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -153,13 +240,22 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
+    logging.getLogger("kopf.objects").addFilter(QUIET_WATCH_HANDLERS)
     settings.execution.max_workers = 8
+
+    RUNTIME.queue = DueSet(cfg.debounce, max(cfg.debounce, cfg.debounce_max))
+    RUNTIME.reader = QueueReader(timeout=cfg.redis_timeout, max_clients=cfg.redis_clients)
+    RUNTIME.wake = asyncio.Event()
+    RUNTIME.clusterwide = settings.peering.clusterwide
+    if not settings.peering.standalone:
+        await _join_peering(settings, cfg)
 
     if cfg.metrics_port:
         RUNTIME.metrics_server, _thread = start_http_server(
             cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.REGISTRY
         )
     metrics.set_instance_phases({})
+    RUNTIME.publish_backlog()
     RUNTIME.dashboards = load_dashboards(cfg.dashboards_dir)
     if cfg.apply_crd:
         crd = storefront_crd()
@@ -171,16 +267,43 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             # Without cluster-scoped CRD rights the user applies the file; keep running.
             log.warning("crd not applied", status=exc.status, error=exc.message)
     RUNTIME.tasks = [
-        asyncio.create_task(_every(cfg.reconcile_interval, _reconcile_all), name="reconcile"),
-        asyncio.create_task(_every(cfg.scaling_interval, _scale_all), name="autoscale"),
+        asyncio.create_task(_work_loop(), name="reconcile queue"),
+        asyncio.create_task(_resync_loop(), name="resync"),
+        asyncio.create_task(_autoscale_loop(), name="autoscale"),
     ]
     log.info(
         "operator started",
-        reconcile_interval=cfg.reconcile_interval,
+        resync_interval=cfg.resync_interval,
         scaling_interval=cfg.scaling_interval,
         metrics_port=cfg.metrics_port,
         dashboards=len(RUNTIME.dashboards),
+        peering=settings.peering.name if not settings.peering.standalone else None,
     )
+
+
+async def _join_peering(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    """One peering object for every replica, whatever namespaces they serve, which Kopf needs
+    to exist; its CRD applied like the Storefront CRD when allowed."""
+    settings.peering.clusterwide = True
+    settings.peering.lifetime = cfg.peering_lifetime
+    settings.peering.stealth = True
+    RUNTIME.pause = PauseTracker(peering=True, level=logging.getLevelName(cfg.log_level))
+    RUNTIME.pause.install()
+    kube = RUNTIME.kube
+    if cfg.apply_crd:
+        try:
+            await asyncio.to_thread(kube.apply_crd, peering_crd())
+            await asyncio.to_thread(kube.wait_crd_served, peering_crd())
+        except KubeError as exc:
+            log.warning("peering crd not applied", status=exc.status, error=exc.message)
+    path = f"/apis/kopf.dev/v1/{PEERING_PLURAL}"
+    try:
+        await asyncio.to_thread(kube.create_if_missing, path, peering_object(settings.peering.name))
+    except KubeError as exc:
+        raise kopf.PermanentError(
+            f"--peering needs the {PEERING_CRD_NAME} CRD and the right to create, read and "
+            f"patch {PEERING_PLURAL}: {exc}"
+        ) from exc
 
 
 @kopf.on.cleanup()
@@ -191,349 +314,264 @@ async def cleanup(**_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     RUNTIME.tasks = []
+    RUNTIME.pause.uninstall()
     if RUNTIME.metrics_server is not None:
         RUNTIME.metrics_server.shutdown()
         RUNTIME.metrics_server = None
+    RUNTIME.reader.close()
     if RUNTIME._kube is not None:
         RUNTIME._kube.close()
         RUNTIME._kube = None
 
 
-async def _every(interval: float, action: Any) -> None:
-    """Run `action` forever, `interval` seconds apart; one failure never ends the loop."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await action()
-        except Exception:
-            log.exception("periodic task failed", task=getattr(action, "__name__", "?"))
-
-
 # ---------------------------------------------------------------------------------------------
 # Storefront handlers
 # ---------------------------------------------------------------------------------------------
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(body: kopf.Body, **_: Any) -> None:
-    """Stop the periodic loops for a deleted instance (optional: no finalizer is added)."""
-    meta = body.get("metadata", {})
-    RUNTIME.forget((meta.get("namespace", ""), meta.get("name", "")))
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def storefront_event(type: str | None, event: Mapping[str, Any], **_: Any) -> None:
+    """Keep the latest Storefront (spec and status) for the loops; forget deleted ones."""
+    obj = event["object"]
+    meta = obj.get("metadata") or {}
+    ident = (meta.get("namespace", ""), meta.get("name", ""))
+    if type == "DELETED":
+        RUNTIME.forget(ident)
+    else:
+        RUNTIME.track(obj)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_handler(body: kopf.Body, **_: Any) -> None:
+async def reconcile_handler(body: kopf.Body, reason: Any, **_: Any) -> None:
     """Render → apply → status, on every change of the spec (and on operator start)."""
     RUNTIME.track(body)
-    await reconcile(copy.deepcopy(dict(body)))
-
-
-async def _reconcile_all() -> None:
-    for ident, body in list(RUNTIME.instances.items()):
-        try:
-            await reconcile(body)
-        except kopf.TemporaryError as exc:
-            log.warning(
-                "reconcile will be retried", namespace=ident[0], name=ident[1], error=str(exc)
-            )
-
-
-async def reconcile(body: Body) -> None:
-    """One reconcile of one instance, serialised per instance (handler and loop may overlap)."""
     meta = body["metadata"]
     ident = (meta["namespace"], meta["name"])
     async with RUNTIME.lock(ident):
-        started = time.perf_counter()
-        try:
-            phase = await asyncio.to_thread(
-                reconcile_sync,
-                RUNTIME.kube,
-                body,
-                RUNTIME.dashboards,
-                RUNTIME.config.pod_namespace,
-            )
-        except KubeError as exc:
-            metrics.RECONCILES.labels(outcome="error").inc()
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
-        finally:
-            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
-        if phase == GONE:
-            RUNTIME.forget(ident)
-            return
-        metrics.RECONCILES.labels(outcome="degraded" if phase == "Degraded" else "success").inc()
-        if ident in RUNTIME.instances:
-            RUNTIME.phases[ident] = phase
-        metrics.set_instance_phases(RUNTIME.phases)
+        await _reconcile(ident, trigger=str(getattr(reason, "value", reason)), from_kopf=True)
 
 
-def reconcile_sync(
-    kube: Kube,
-    seen_body: Body,
-    dashboards: Mapping[str, str],
-    operator_namespace: str | None = None,
-) -> str:
-    """Blocking part of a reconcile (runs in a thread); returns the phase written to status,
-    or "Gone" when the instance no longer exists."""
-    seen_meta = seen_body["metadata"]
-    # Work on the live object: a loop's snapshot may be older than the last status written.
-    live = kube.get(*_storefront_ref(seen_meta["namespace"], seen_meta["name"]))
-    if live is None:
-        return GONE
-    body: Body = live
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    generation = int(meta.get("generation") or 0)
-    previous = body.get("status") or {}
-    bound = log.bind(namespace=namespace, name=name, generation=generation)
+async def child_event(type: str | None, event: Mapping[str, Any], **_: Any) -> None:
+    """A child changed: queue its instance unless the change is one the last reconcile made
+    or does not care about (decided again under the instance's lock when the debounce ends,
+    when a reconcile in progress has recorded what it wrote)."""
+    obj = event["object"]
+    owner = owner_name(obj)
+    if owner is None:
+        return
+    ident = ((obj.get("metadata") or {}).get("namespace", ""), owner)
+    if ident not in RUNTIME.instances:
+        return  # its Storefront is gone: the garbage collector is at work
+    seen = verdict(type, obj, RUNTIME.applied.get(ident))
+    if seen in ("matches", "unknown") and ident not in RUNTIME.running:
+        metrics.CHILD_EVENTS.labels(verdict=seen).inc()
+        return
+    RUNTIME.pending.setdefault(ident, {})[child_key(obj)] = (type, obj)
+    RUNTIME.queue.touch(ident, time.monotonic())
+    RUNTIME.wake.set()
 
+
+for _api_version, _kind in CHILD_KINDS:
+    _plural = PLURALS[(_api_version, _kind)]
+    kopf.on.event(_api_version, _plural, labels=CHILD_SELECTOR, id=f"child-{_plural}")(child_event)
+
+
+async def _reconcile(ident: InstanceKey, trigger: str, from_kopf: bool = False) -> None:
+    """One reconcile of one instance; the caller holds its lock. A failure is retried by Kopf
+    for Kopf's handlers, by the queue with a backoff otherwise."""
+    RUNTIME.running.add(ident)
+    RUNTIME.publish_backlog()
+    started = time.perf_counter()
+    cfg = RUNTIME.config
     try:
-        spec = parse_spec(body.get("spec"))
-    except ValidationError as exc:
-        invalid = Problem("InvalidSpec", _validation_message(exc))
-        return _write_status(
-            kube, body, Observation(name, namespace, generation, 0, 0, problem=invalid), bound
+        outcome: Outcome = await asyncio.to_thread(
+            reconcile_sync,
+            RUNTIME.kube,
+            ident[0],
+            ident[1],
+            RUNTIME.dashboards,
+            cfg.pod_namespace,
+            trigger != "create",
         )
-
-    problem = missing_references(kube, namespace, spec)
-    if problem is not None:
-        seen = Observation(
-            name,
-            namespace,
-            generation,
-            spec.api.replicas,
-            desired_worker_replicas(spec),
-            problem=problem,
+    except KubeError as exc:
+        metrics.RECONCILES.labels(outcome="error").inc()
+        attempt = RUNTIME.attempts[ident] = RUNTIME.attempts.get(ident, 0) + 1
+        if from_kopf:
+            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
+        log.warning(
+            "reconcile will be retried",
+            namespace=ident[0],
+            name=ident[1],
+            trigger=trigger,
+            error=str(exc),
         )
-        return _write_status(kube, body, seen, bound)
+        RUNTIME.schedule(ident, retry_delay(attempt), trigger="retry")
+        return
+    finally:
+        RUNTIME.running.discard(ident)
+        RUNTIME.publish_backlog()
+        metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+    if outcome.phase == GONE or ident not in RUNTIME.instances:
+        RUNTIME.forget(ident)
+        return
+    metrics.RECONCILES.labels(
+        outcome="degraded" if outcome.phase == "Degraded" else "success"
+    ).inc()
+    log.debug("reconciled", namespace=ident[0], name=ident[1], trigger=trigger)
+    RUNTIME.applied[ident] = outcome.applied or Applied()
+    RUNTIME.service_monitors = outcome.service_monitors
+    RUNTIME.redis_urls.pop(ident, None)  # the Secret it names may have changed
+    RUNTIME.phases[ident] = outcome.phase
+    metrics.set_instance_phases(RUNTIME.phases)
+    attempt = RUNTIME.attempts.get(ident, 0) + 1
+    again = retry_after(outcome.phase, outcome.reason, attempt)
+    if again is None:
+        RUNTIME.attempts.pop(ident, None)
+    else:
+        # Something outside the spec (a Secret, a policy) must change: look again later.
+        RUNTIME.attempts[ident] = attempt
+        RUNTIME.schedule(ident, again, trigger="retry")
 
-    owner = owner_reference(body)
-    kube.ensure_generated_secret(
-        namespace, generated_secret_name(name), owner, labels(name, "secret", spec)
-    )
-    context = RenderContext(
-        service_monitor_crd=kube.crd_exists(SERVICE_MONITOR_CRD),
-        dashboards=dashboards,
-        operator_namespace=operator_namespace,
-    )
-    desired = render(name, namespace, spec, context)
-    job_name = migration_job_name(name, spec)
-    api_name = child_name(name, "api")
-    job = kube.get("batch/v1", "Job", namespace, job_name)
-    migration = migration_state(job)
-    # New code must not meet an old schema: API, worker and scheduler wait for the migration.
-    held = {
-        child_name(name, component)
-        for component in APP_COMPONENTS
-        if not rollout_allowed(
-            migration,
-            kube.get("apps/v1", "Deployment", namespace, child_name(name, component)),
-            spec.image.reference,
-        )
-    }
 
-    apply_problem: Problem | None = None
-    for manifest in desired:
-        kind, child = manifest["kind"], manifest["metadata"]["name"]
-        if kind == "Deployment" and child in held:
-            continue  # waits for this image's migrations
-        if kind == "Job" and job is not None:
-            continue  # a Job's template is immutable; this one already ran or runs
+# ---------------------------------------------------------------------------------------------
+# The reconcile queue: child events, retries and resync findings
+# ---------------------------------------------------------------------------------------------
+async def _work_loop() -> None:
+    """Start a reconcile for each instance that is due, at most `reconcile_workers` at once."""
+    workers: set[asyncio.Task[None]] = set()
+    limit = RUNTIME.config.reconcile_workers
+    while True:
+        RUNTIME.wake.clear()
+        now = time.monotonic()
+        if RUNTIME.active and len(workers) < limit:
+            for ident in RUNTIME.queue.pop_due(now, limit - len(workers)):
+                task = asyncio.create_task(_work(ident), name=f"reconcile {ident[0]}/{ident[1]}")
+                workers.add(task)
+                task.add_done_callback(_worker_done(workers))
+        RUNTIME.publish_backlog()
+        due = RUNTIME.queue.next_due()
+        timeout = None if due is None else max(0.05, due - time.monotonic())
+        if not RUNTIME.active or len(workers) >= limit:
+            timeout = 1.0  # paused, or every worker busy: a finishing worker wakes the loop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(RUNTIME.wake.wait(), timeout)
+
+
+def _worker_done(workers: set[asyncio.Task[None]]) -> Any:
+    def done(task: asyncio.Task[None]) -> None:
+        workers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reconcile worker failed", error=repr(task.exception()))
+        RUNTIME.wake.set()
+
+    return done
+
+
+async def _work(ident: InstanceKey) -> None:
+    async with RUNTIME.lock(ident):
+        events = RUNTIME.pending.pop(ident, {})
+        trigger = RUNTIME.triggers.pop(ident, None)
+        if ident not in RUNTIME.instances:
+            return
+        applied = RUNTIME.applied.get(ident)
+        verdicts: list[Verdict] = [verdict(t, obj, applied) for t, obj in events.values()]
+        for seen in verdicts:
+            metrics.CHILD_EVENTS.labels(verdict=seen).inc()
+        reason = reconcile_reason(verdicts) or trigger
+        if reason is None:
+            return  # every event was the operator's own write
+        await _reconcile(ident, trigger=reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# The safety-net resync: children compared with the last reconcile, spread over the interval
+# ---------------------------------------------------------------------------------------------
+async def _resync_loop() -> None:
+    cfg = RUNTIME.config
+    window = resync_window(cfg.resync_interval)
+    while True:
+        now = time.monotonic()
+        due = min(RUNTIME.resync_due.values(), default=now + cfg.resync_interval)
+        await asyncio.sleep(min(max(0.0, due - now), window, 60.0))
+        if not RUNTIME.active:
+            continue
         try:
-            kube.apply(with_owner(manifest, owner))
-        except KubeError as exc:
-            if 400 <= exc.status < 500 and exc.status not in (404, 409, 429):
-                apply_problem = Problem(
-                    "ApplyFailed", f"{kind} {child} was rejected by the API server: {exc.message}"
+            await _resync_pass(cfg, window)
+        except Exception:
+            log.exception("resync pass failed")
+
+
+async def _resync_pass(cfg: OperatorConfig, window: float) -> None:
+    now = time.monotonic()
+    chosen = resync_batch(RUNTIME.resync_due, now, window, RESYNC_BATCH)
+    for ident in chosen:
+        RUNTIME.resync_due[ident] = next_resync(
+            now, cfg.resync_interval, cfg.resync_jitter, random.random()
+        )
+    # Instances with a reconcile already coming need no check.
+    chosen = [i for i in chosen if i not in RUNTIME.queue and i not in RUNTIME.running]
+    scopes: dict[str | None, list[InstanceKey]] = {}
+    for ident in chosen:
+        scopes.setdefault(None if RUNTIME.clusterwide else ident[0], []).append(ident)
+    kinds = list(CHILD_KINDS if RUNTIME.service_monitors else PRUNABLE)
+    for scope, idents in scopes.items():
+        for group in batches(idents, RESYNC_BATCH):
+            try:
+                listed = await asyncio.to_thread(
+                    list_children, RUNTIME.kube, scope, [i[1] for i in group], kinds
                 )
-                bound.warning("child rejected", kind=kind, child=child, error=exc.message)
+            except KubeError as exc:
+                log.warning("resync check failed", namespace=scope, error=str(exc))
+                for ident in group:  # look again soon rather than a whole interval later
+                    RUNTIME.resync_due[ident] = now + window
                 continue
-            raise
-    keep = {key(m) for m in desired}
-    prune(kube, namespace, name, meta["uid"], keep, context.service_monitor_crd, bound)
-
-    if job is None:
-        job = kube.get("batch/v1", "Job", namespace, job_name)
-        migration = migration_state(job)
-    seen = Observation(
-        name=name,
-        namespace=namespace,
-        generation=generation,
-        api_desired=spec.api.autoscaling.min_replicas
-        if spec.api.autoscaling.enabled
-        else spec.api.replicas,
-        worker_desired=desired_worker_replicas(spec),
-        api=kube.get("apps/v1", "Deployment", namespace, api_name),
-        worker=kube.get("apps/v1", "Deployment", namespace, child_name(name, "worker")),
-        migration=migration,
-        migration_job=job_name,
-        problem=apply_problem,
-    )
-    return _write_status(kube, body, seen, bound, previous)
-
-
-def rollout_allowed(
-    migration: MigrationState, deployment: Mapping[str, Any] | None, image: str
-) -> bool:
-    """Apply an application Deployment once this image's migration Job succeeded, or when it
-    already runs this image (its Job may have been pruned since)."""
-    if migration == "succeeded":
-        return True
-    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(IMAGE_ANNOTATION) == image
-
-
-def missing_references(kube: Kube, namespace: str, spec: StorefrontSpec) -> Problem | None:
-    """A Secret (or key) the spec points at that does not exist, with the command to fix it."""
-    refs: list[tuple[str, str, str]] = []
-    if spec.database.secret_ref is not None:
-        refs.append(
-            ("spec.database.secretRef", spec.database.secret_ref.name, spec.database.secret_ref.key)
-        )
-    if spec.redis.secret_ref is not None:
-        refs.append(("spec.redis.secretRef", spec.redis.secret_ref.name, spec.redis.secret_ref.key))
-    if spec.jwt_secret_ref is not None:
-        refs.append(("spec.jwtSecretRef", spec.jwt_secret_ref.name, spec.jwt_secret_ref.key))
-    if spec.admin is not None:
-        admin = spec.admin.secret_ref
-        refs += [
-            ("spec.admin.secretRef", admin.name, admin.email_key),
-            ("spec.admin.secretRef", admin.name, admin.password_key),
-        ]
-    for field, secret, secret_key in refs:
-        if kube.secret_value(namespace, secret, secret_key) is None:
-            return Problem(
-                "SecretNotFound",
-                f"{field}: Secret {secret!r} with key {secret_key!r} not found in namespace "
-                f"{namespace!r}; create it (kubectl create secret generic {secret} -n "
-                f"{namespace} --from-literal={secret_key}=...) and the operator picks it up.",
-            )
-    return None
-
-
-def prune(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    uid: str,
-    keep: set[tuple[str, str, str]],
-    service_monitors: bool,
-    bound: Any,
-) -> None:
-    """Delete children of this instance that are no longer desired (scheduler disabled, HPA
-    turned off, an older image's migration Job...)."""
-    kinds = [*PRUNABLE, SERVICE_MONITOR] if service_monitors else list(PRUNABLE)
-    for api_version, kind in kinds:
-        for obj in kube.list(api_version, kind, namespace, instance_selector(name)):
-            obj_meta = obj.get("metadata") or {}
-            owned = any(ref.get("uid") == uid for ref in obj_meta.get("ownerReferences") or [])
-            if owned and (api_version, kind, obj_meta.get("name")) not in keep:
-                kube.delete(api_version, kind, namespace, obj_meta["name"])
-                bound.info("child pruned", kind=kind, child=obj_meta["name"])
-
-
-def _write_status(
-    kube: Kube,
-    body: Body,
-    seen: Observation,
-    bound: Any,
-    previous: Mapping[str, Any] | None = None,
-) -> str:
-    before = previous if previous is not None else (body.get("status") or {})
-    status = compute_status(seen, before, utc_now())
-    kube.patch_status(seen.namespace, seen.name, status)
-    transition = ready_transition(before, status)
-    if transition is not None:
-        type_, reason, message = transition
-        with contextlib.suppress(KubeError):
-            kube.post_event(body, type_, reason, message)
-        getattr(bound, "warning" if type_ == "Warning" else "info")(
-            "phase changed", phase=status["phase"], reason=reason, detail=message
-        )
-    return str(status["phase"])
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "spec"
-        parts.append(f"spec.{where}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
+            for ident in group:
+                children = listed.get(ident, {})
+                if children_match(RUNTIME.applied.get(ident), children, (k for _, k in kinds)):
+                    metrics.RESYNC_CHECKS.labels(result="matched").inc()
+                else:
+                    metrics.RESYNC_CHECKS.labels(result="reconciled").inc()
+                    RUNTIME.schedule(ident, trigger="resync")
 
 
 # ---------------------------------------------------------------------------------------------
 # Queue depth and worker autoscaling
 # ---------------------------------------------------------------------------------------------
-async def _scale_all() -> None:
-    for ident, body in list(RUNTIME.instances.items()):
-        async with RUNTIME.lock(ident):
+async def _autoscale_loop() -> None:
+    cfg = RUNTIME.config
+    while True:
+        await asyncio.sleep(cfg.scaling_interval)
+        if not RUNTIME.active:
+            continue
+        started = time.perf_counter()
+        try:
+            await _autoscale_pass(cfg)
+        except Exception:
+            log.exception("autoscale pass failed")
+        metrics.AUTOSCALE_DURATION.observe(time.perf_counter() - started)
+
+
+async def _autoscale_pass(cfg: OperatorConfig) -> None:
+    slots = asyncio.Semaphore(cfg.scaling_concurrency)
+
+    async def one(ident: InstanceKey) -> None:
+        # The instance's lock first: a slot must not sit idle behind a reconcile in progress.
+        async with RUNTIME.lock(ident), slots:
+            body = RUNTIME.instances.get(ident)
+            if body is None:
+                return
             try:
-                await asyncio.to_thread(autoscale_sync, RUNTIME.kube, body, RUNTIME.config)
+                url = await asyncio.to_thread(
+                    autoscale_sync,
+                    RUNTIME.kube,
+                    body,
+                    RUNTIME.reader,
+                    RUNTIME.redis_urls.get(ident),
+                )
             except KubeError as exc:
                 log.warning("autoscale failed", namespace=ident[0], name=ident[1], error=str(exc))
+                return
+            if url is not None and ident in RUNTIME.instances:
+                RUNTIME.redis_urls[ident] = url
 
-
-def redis_url_for(kube: Kube, namespace: str, name: str, spec: StorefrontSpec) -> str | None:
-    if spec.redis.secret_ref is not None:
-        ref = spec.redis.secret_ref
-        return kube.secret_value(namespace, ref.name, ref.key)
-    return f"redis://{child_name(name, 'redis')}.{namespace}.svc:{REDIS_PORT}/0"
-
-
-def autoscale_sync(kube: Kube, body: Body, config: OperatorConfig) -> None:
-    """Read the queue depth into status and, when enabled, scale workers within bounds."""
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    bound = log.bind(namespace=namespace, name=name)
-    try:
-        spec = parse_spec(body.get("spec"))
-    except ValidationError:
-        return  # reconcile reports it
-    current = kube.get(*_storefront_ref(namespace, name))
-    if current is None:
-        return
-    status: dict[str, Any] = {}
-    url = redis_url_for(kube, namespace, name, spec)
-    if url is None:
-        kube.patch_status(
-            namespace, name, {"queueDepth": None, "queueError": "Redis Secret missing"}
-        )
-        return
-    try:
-        depth = queue_depth(url, spec.worker.queues, timeout=config.redis_timeout)
-    except (redis.RedisError, OSError, ValueError) as exc:
-        host = url.split("@")[-1].split("/")[2] if "://" in url else "?"
-        message = f"Redis at {host} unreachable from the operator: {exc.__class__.__name__}: {exc}"
-        bound.warning("queue depth unknown", error=message)
-        kube.patch_status(namespace, name, {"queueDepth": None, "queueError": message[:500]})
-        return
-    status.update(queueDepth=depth, queueError=None)
-    scaling = spec.worker.autoscaling
-    if scaling.enabled:
-        live_spec = parse_spec(current.get("spec"))
-        now = utc_now()
-        last = parse_timestamp((current.get("status") or {}).get("lastScaleTime"))
-        decision = decide_workers(scaling, live_spec.worker.replicas, depth, now, last)
-        if decision.direction != "none":
-            kube.set_worker_replicas(namespace, name, decision.replicas)
-            metrics.SCALING_DECISIONS.labels(direction=decision.direction).inc()
-            status["lastScaleTime"] = timestamp(now)
-            with contextlib.suppress(KubeError):
-                kube.post_event(
-                    current,
-                    "Normal",
-                    "ScaledWorkers",
-                    f"workers {live_spec.worker.replicas} -> {decision.replicas}: "
-                    f"{decision.reason}",
-                )
-            bound.info(
-                "workers scaled",
-                direction=decision.direction,
-                replicas=decision.replicas,
-                queue_depth=depth,
-                reason=decision.reason,
-            )
-    kube.patch_status(namespace, name, status)
-
-
-def _storefront_ref(namespace: str, name: str) -> tuple[str, str, str, str]:
-    return (f"{GROUP}/{VERSION}", "Storefront", namespace, name)
+    await asyncio.gather(*(one(ident) for ident in list(RUNTIME.instances)))

@@ -4,15 +4,19 @@ status patches, Events) over the official `kubernetes` package; handlers call it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
+from urllib3.exceptions import InsecureRequestWarning
 
+from storefront_operator import metrics
 from storefront_operator.render import GENERATED_SECRET_KEYS, MANAGER, Manifest
 from storefront_operator.spec import API_VERSION, KIND, PLURAL
 
@@ -42,6 +46,12 @@ PRUNABLE: tuple[tuple[str, str], ...] = (
 )
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+# Kinds whose status the Storefront's status is computed from: listed whole by a resync, the
+# others as metadata only (dashboard ConfigMaps alone weigh tens of kilobytes each).
+WITH_STATUS = frozenset({"Deployment", "Job"})
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
+LIST_PAGE = 500
+_insecure_told = False
 
 
 class KubeError(RuntimeError):
@@ -59,10 +69,28 @@ def load_api_client() -> client.ApiClient:
     import, so tests and `--kubeconfig`-style wrappers can set it late)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        api = client.ApiClient()
     except config.ConfigException:
         path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-        return config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+        api = config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+    if not api.configuration.verify_ssl:
+        tell_insecure_once(api.configuration.host)
+    return api
+
+
+def tell_insecure_once(host: str) -> None:
+    """Say once that the API server's certificate is not verified. urllib3 warns on every
+    request (its SecurityWarning filter is "always"), which through the log pipeline is one
+    warning line per API call."""
+    global _insecure_told
+    warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+    if not _insecure_told:
+        _insecure_told = True
+        logging.getLogger("storefront.operator").warning(
+            "TLS certificate of the API server at %s is not verified "
+            "(insecure-skip-tls-verify in the kubeconfig): use its CA in production",
+            host,
+        )
 
 
 def path_for(
@@ -94,6 +122,26 @@ class Kube:
         query: Iterable[tuple[str, str]] = (),
         content_type: str = "application/json",
         accept: str = "application/json",
+        verb: str | None = None,
+    ) -> dict[str, Any]:
+        """One API call; `verb` (Kubernetes' name for it: get, list, create, patch, apply,
+        delete) labels the request metric, else the HTTP method does."""
+        try:
+            payload = self._request(method, path, body, query, content_type, accept)
+        except KubeError as exc:
+            metrics.count_api_request("operator", verb or method.lower(), exc.status)
+            raise
+        metrics.count_api_request("operator", verb or method.lower(), 200)
+        return payload
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: Iterable[tuple[str, str]],
+        content_type: str,
+        accept: str,
     ) -> dict[str, Any]:
         serialized = self.api.param_serialize(
             method,
@@ -133,13 +181,14 @@ class Kube:
             body=manifest,
             query=[("fieldManager", MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
+            verb="apply",
         )
 
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         try:
-            return self.request("GET", path_for(api_version, kind, namespace, name))
+            return self.request("GET", path_for(api_version, kind, namespace, name), verb="get")
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -149,8 +198,40 @@ class Kube:
         self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
-        items = self.request("GET", path_for(api_version, kind, namespace), query=query)
+        items = self.request(
+            "GET", path_for(api_version, kind, namespace), query=query, verb="list"
+        )
         return list(items.get("items") or [])
+
+    def list_selected(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str,
+        metadata_only: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Every object of a kind matching a label selector string, in one namespace or all,
+        page by page; with `metadata_only`, their metadata alone (managedFields included),
+        each given back its own apiVersion and kind."""
+        accept = METADATA_LIST if metadata_only else "application/json"
+        token = ""
+        while True:
+            query = [("labelSelector", selector), ("limit", str(LIST_PAGE))]
+            if token:
+                query.append(("continue", token))
+            page = self.request(
+                "GET",
+                path_for(api_version, kind, namespace),
+                query=query,
+                accept=accept,
+                verb="list",
+            )
+            for item in page.get("items") or []:
+                yield {**item, "apiVersion": api_version, "kind": kind}
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
@@ -158,6 +239,7 @@ class Kube:
                 "DELETE",
                 path_for(api_version, kind, namespace, name),
                 body={"propagationPolicy": "Background"},
+                verb="delete",
             )
         except KubeError as exc:
             if exc.status != 404:
@@ -165,7 +247,9 @@ class Kube:
 
     def crd_exists(self, name: str) -> bool:
         try:
-            self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            self.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", verb="get"
+            )
         except KubeError as exc:
             if exc.status == 404:
                 return False
@@ -180,7 +264,18 @@ class Kube:
             body=manifest,
             query=[("fieldManager", MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
+            verb="apply",
         )
+
+    def create_if_missing(self, path: str, body: Mapping[str, Any]) -> bool:
+        """POST `body` to the collection at `path`; False when it already existed."""
+        try:
+            self.request("POST", path, body=dict(body), verb="create")
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     def wait_crd_served(self, manifest: Manifest, timeout: float = 60) -> bool:
         """Wait until the CRD is Established and its version is in discovery: kopf resolves
@@ -221,6 +316,7 @@ class Kube:
             path_for(API_VERSION, KIND, namespace, name) + "/status",
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
+            verb="patch",
         )
 
     def set_worker_replicas(self, namespace: str, name: str, replicas: int) -> None:
@@ -230,6 +326,7 @@ class Kube:
             path_for(API_VERSION, KIND, namespace, name) + "/scale",
             body={"spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
+            verb="patch",
         )
 
     # -- secrets ------------------------------------------------------------------------------
@@ -265,7 +362,7 @@ class Kube:
             "stringData": {key: secrets.token_hex(32) for key in GENERATED_SECRET_KEYS},
         }
         try:
-            self.request("POST", path_for("v1", "Secret", namespace), body=body)
+            self.request("POST", path_for("v1", "Secret", namespace), body=body, verb="create")
         except KubeError as exc:
             if exc.status != 409:  # created meanwhile by another reconcile: fine
                 raise
@@ -295,7 +392,7 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.request("POST", path_for("v1", "Event", meta["namespace"]), body=event)
+        self.request("POST", path_for("v1", "Event", meta["namespace"]), body=event, verb="create")
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:

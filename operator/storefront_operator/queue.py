@@ -9,7 +9,9 @@ Dead-lettered messages are not load and are not counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 import redis
 
@@ -30,5 +32,62 @@ def queue_depth(
     with redis.Redis.from_url(
         url, socket_connect_timeout=timeout, socket_timeout=timeout
     ) as client:
-        depth = read_queue_depth(client, namespace, queues)
+        return counted(read_queue_depth(client, namespace, queues))
+
+
+def counted(depth: Mapping[tuple[str, str], int]) -> int:
     return sum(count for (_, state), count in depth.items() if state in COUNTED_STATES)
+
+
+class QueueReader:
+    """Queue depths of many instances, each from its own Redis, read every few seconds: a
+    client per URL is kept (at most `max_clients`, the least recently read closed first), so a
+    read is a few commands on an open connection instead of a new TCP connection each time."""
+
+    def __init__(
+        self, timeout: float = 2.0, max_clients: int = 1024, namespace: str = NAMESPACE
+    ) -> None:
+        self.timeout = timeout
+        self.max_clients = max_clients
+        self.namespace = namespace
+        self._clients: OrderedDict[str, redis.Redis] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def depth(self, url: str, queues: Sequence[str]) -> int:
+        """Like :func:`queue_depth`, on the kept client; a connection the server closed while
+        idle is retried once on a new one before Redis counts as unreachable."""
+        try:
+            return counted(read_queue_depth(self._client(url), self.namespace, queues))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.forget(url)
+            return counted(read_queue_depth(self._client(url), self.namespace, queues))
+
+    def _client(self, url: str) -> redis.Redis:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is not None:
+                self._clients.move_to_end(url)
+                return client
+            client = redis.Redis.from_url(
+                url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout
+            )
+            self._clients[url] = client
+            while len(self._clients) > self.max_clients:
+                _, oldest = self._clients.popitem(last=False)
+                oldest.close()
+            return client
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            client = self._clients.pop(url, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            client.close()
+
+    def __len__(self) -> int:
+        return len(self._clients)

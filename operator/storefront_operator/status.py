@@ -210,6 +210,16 @@ def compute_status(
     }
 
 
+def status_changed(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Whether writing `current` changes anything but the reconcile time: a reconcile that
+    found everything as it was leaves the Storefront untouched (no write, no watch event)."""
+    before = previous or {}
+    return (
+        any(before.get(k) != v for k, v in current.items() if k != "lastReconcileTime")
+        or "lastReconcileTime" not in before
+    )
+
+
 def ready_transition(
     previous: Mapping[str, Any] | None, current: Mapping[str, Any]
 ) -> tuple[str, str, str] | None:

@@ -109,9 +109,22 @@ def test_login_rows_give_the_burst_its_p99_ratio_to_the_server_at_rest() -> None
 
 def test_not_measured_rows_keep_the_table_complete() -> None:
     rows = operator_bench.not_measured("no kube-apiserver")
-    assert len(rows) == 3
+    assert len(rows) == 7
     assert all(r.note == "not measured: no kube-apiserver" for r in rows)
     assert "not measured" in markdown_table(rows)
+
+
+def test_operator_goals_are_met_or_missed() -> None:
+    outcome = operator_bench.OperatorOutcome(operator_bench.OperatorPlan(burst=200))
+    outcome.idle_requests = {"kopf/watch/success": 60.0, "operator/get/success": 40.0}
+    outcome.idle_cpu_seconds = 1.2
+    outcome.drift_repair_s = [1.0, 2.0, 40.0]
+    idle, cpu, _autoscale, drift = operator_bench.rows(outcome)[3:]
+    assert idle.value == 0.5  # 100 requests, 200 instances, one minute
+    assert [(t.description, t.met) for t in idle.targets] == [("<= 1/instance/min", True)]
+    assert cpu.value == 2.0 and cpu.targets[0].met is True
+    assert drift.targets[0].met is False  # the slowest repair counts
+    assert "MISSED" in markdown_table([drift])
 
 
 def test_markdown_table_has_one_line_per_row() -> None:

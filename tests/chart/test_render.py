@@ -202,7 +202,7 @@ def test_operator_settings_come_from_values(render: Render) -> None:
         "--set",
         "health.port=8500",
         "--set",
-        "extraArgs={--reconcile-interval=10}",
+        "extraArgs={--resync-interval=10}",
     )
     args = _container(manifests)["args"]
     assert args == [
@@ -213,7 +213,7 @@ def test_operator_settings_come_from_values(render: Render) -> None:
         "--log-level=INFO",
         "--log-format=console",
         "--apply-crd",
-        "--reconcile-interval=10",
+        "--resync-interval=10",
     ]
     ports = {p["name"]: p["containerPort"] for p in _container(manifests)["ports"]}
     assert ports == {"health": 8500, "metrics": 9400}

@@ -95,7 +95,7 @@ def observed_operator(
         "storefront operator",
         [sys.executable, "-m", "service.cli", "operator", "--namespace", namespace,
          "--metrics-port", str(metrics_port), "--liveness-port", str(liveness_port),
-         "--reconcile-interval", "2", "--scaling-interval", "2", "--log-format", "json"],
+         "--resync-interval", "2", "--scaling-interval", "2", "--log-format", "json"],
         workdir / "operator.log",
         env=kube_apiserver.env,
         cwd=REPO_ROOT,

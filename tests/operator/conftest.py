@@ -1,5 +1,6 @@
 """Fixtures for the operator's cluster tests: the CRD applied as a user would, the operator
-running in-process (kopf.testing.KopfRunner) with 1-second loops, and REST helpers."""
+running in-process (kopf.testing.KopfRunner) with a 1-second autoscaling loop and a resync too
+slow to run during the suite (so every repair seen is driven by events), and REST helpers."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from tests.components.ports import free_port
 
 SF = "/apis/storefront.dev/v1alpha1/namespaces/{ns}/storefronts"
 INTERVAL = "1"
+# Longer than the suite: drift is repaired by watch events, never by the safety-net resync.
+RESYNC = "3600"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 # Generous: a loaded CI machine is slow; a passing wait returns as soon as its condition holds.
 WAIT = 90.0
@@ -60,11 +63,11 @@ def crd_installed(api: httpx.Client) -> None:
 
 @pytest.fixture(scope="session")
 def operator(kube_apiserver: KubeAPIServer, crd_installed: None) -> Iterator[dict[str, int]]:
-    """The operator, in this process, watching all namespaces with 1-second loops."""
+    """The operator, in this process, watching the tests' namespaces (test-*)."""
     ports = {"metrics": free_port(), "liveness": free_port()}
     env = {
         "KUBECONFIG": str(kube_apiserver.kubeconfig),
-        "STOREFRONT_OPERATOR_RECONCILE_INTERVAL": INTERVAL,
+        "STOREFRONT_OPERATOR_RESYNC_INTERVAL": RESYNC,
         "STOREFRONT_OPERATOR_SCALING_INTERVAL": INTERVAL,
         "STOREFRONT_OPERATOR_METRICS_PORT": str(ports["metrics"]),
         "STOREFRONT_OPERATOR_METRICS_HOST": "127.0.0.1",
@@ -74,7 +77,9 @@ def operator(kube_apiserver: KubeAPIServer, crd_installed: None) -> Iterator[dic
     os.environ.update(env)
     args = [
         "run",
-        "--all-namespaces",
+        # The tests' own namespaces only: another suite's operator process (the dashboards')
+        # serves its namespace alone, and two operators scaling one instance would race.
+        "--namespace=test-*",
         "--standalone",
         f"--liveness=http://127.0.0.1:{ports['liveness']}/healthz",
         "-m",

@@ -64,7 +64,7 @@ def test_operator_process_reconciles_its_namespace(
                 str(liveness),
                 "--metrics-port",
                 str(metrics),
-                "--reconcile-interval",
+                "--resync-interval",
                 "2",
             ],
             env=kube_apiserver.env,
@@ -102,6 +102,15 @@ def test_operator_process_reconciles_its_namespace(
             float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)
         )
         assert count >= 1
+
+        # The resync (every 2 s here) finds the children as the reconcile left them: skipped.
+        def resync_skipped() -> bool:
+            text = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+            series = 'storefront_operator_resync_checks_total{result="matched"} '
+            line = next((ln for ln in text.splitlines() if ln.startswith(series)), "x 0")
+            return float(line.split()[-1]) >= 1
+
+        wait_for(resync_skipped, WAIT, what="a resync that found nothing to do")
     finally:
         process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30

@@ -8,7 +8,7 @@ import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from storefront_operator.queue import queue_depth
+from storefront_operator.queue import QueueReader, queue_depth
 
 pytestmark = pytest.mark.redis
 
@@ -53,3 +53,26 @@ def test_sums_several_queues(redis_url: str) -> None:
 def test_unreachable_redis_raises_quickly() -> None:
     with pytest.raises((redis.RedisError, OSError)):
         queue_depth("redis://127.0.0.1:1/0", ["default"], timeout=0.5)
+
+
+def test_reader_keeps_one_client_per_redis_and_survives_a_dropped_connection(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("dramatiq:default", "a", "b")
+    reader = QueueReader(timeout=1.0, max_clients=1)
+    try:
+        assert reader.depth(redis_url, ["default"]) == 2
+        assert reader.depth(redis_url, ["default"]) == 2
+        assert len(reader) == 1
+        # The server closes idle connections (its `timeout`): the next read reconnects.
+        client.client_kill_filter(_type="normal", skipme=True)
+        assert reader.depth(redis_url, ["default"]) == 2
+        # Past max_clients the least recently read client is closed.
+        other = redis_url.rsplit("/", 1)[0] + "/1"
+        assert reader.depth(other, ["default"]) == 0
+        assert len(reader) == 1
+    finally:
+        reader.close()
+        client.delete("dramatiq:default")
+        client.close()

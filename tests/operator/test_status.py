@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storefront_operator.handlers import rollout_allowed
+from storefront_operator.reconcile import rollout_allowed
 from storefront_operator.status import (
     Observation,
     Problem,
     compute_status,
     migration_state,
     ready_transition,
+    status_changed,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -127,3 +128,11 @@ def test_api_rollout_waits_for_this_images_migration() -> None:
     assert not rollout_allowed("running", old, image)
     assert not rollout_allowed("missing", None, image)
     assert rollout_allowed("missing", same, image)  # already runs it: nothing to wait for
+
+
+def test_a_status_that_only_moves_its_time_is_not_written() -> None:
+    before = compute_status(seen(), None, NOW)
+    again = compute_status(seen(), before, NOW + timedelta(minutes=5))
+    assert not status_changed(before, again)
+    assert status_changed(None, again)
+    assert status_changed(before, compute_status(seen(generation=4), before, NOW))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ RUN_AS_USER = 10001
 CONFIG_HASH_ANNOTATION = "storefront.dev/config-hash"
 IMAGE_ANNOTATION = "storefront.dev/image"
 METRICS_LABEL = "storefront.dev/metrics"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 GENERATED_SECRET_KEYS = ("jwt-secret", "postgres-password")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -87,10 +89,13 @@ def _label(value: str) -> str:
 
 def instance_selector(name: str) -> dict[str, str]:
     """Selects every child of one instance (used to prune children no longer desired)."""
-    return {
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/managed-by": MANAGER,
-    }
+    return {INSTANCE_LABEL: name, MANAGED_BY_LABEL: MANAGER}
+
+
+def instances_selector(names: Iterable[str]) -> str:
+    """A label selector string for the children of several instances (in one namespace, or of
+    instances with these names in any)."""
+    return f"{MANAGED_BY_LABEL}={MANAGER},{INSTANCE_LABEL} in ({','.join(sorted(set(names)))})"
 
 
 def worker_selector(name: str) -> str:
