@@ -3,7 +3,7 @@ render tests) and the API server must enforce it (the install tests)."""
 
 from __future__ import annotations
 
-CHILD_VERBS = ("get", "list", "create", "patch", "delete")
+CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 
 # (apiGroup, resource, verb) the operator needs in every namespace it watches.
 NAMESPACED: frozenset[tuple[str, str, str]] = frozenset(

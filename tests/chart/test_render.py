@@ -303,3 +303,15 @@ def test_chart_crd_is_the_operators_generated_crd() -> None:
     chart_crd = CHART / "crds" / "storefronts.storefront.dev.yaml"
     assert chart_crd.is_file(), f"{chart_crd} is missing"
     assert yaml.safe_load(chart_crd.read_text()) == yaml.safe_load(Path(CRD_FILE).read_text())
+
+
+def test_the_rbac_lets_the_operator_watch_every_child_kind_it_watches() -> None:
+    # The operator repairs drift from watches of its children: a kind it watches without the
+    # right to would fail its watcher, and with it the operator, in every real cluster.
+    from storefront_operator.handlers import CHILD_KINDS
+    from storefront_operator.kube import PLURALS
+
+    for api_version, kind in CHILD_KINDS:
+        group = api_version.rpartition("/")[0]
+        for verb in ("list", "watch"):
+            assert (group, PLURALS[api_version, kind], verb) in NAMESPACED, (kind, verb)

@@ -83,29 +83,30 @@ Shared by the ClusterRole (cluster-wide) and the per-namespace Roles (watchNames
 - apiGroups: ["storefront.dev"]
   resources: ["storefronts/status", "storefronts/scale"]
   verbs: ["get", "patch"]
-# Children rendered from each spec: server-side applied (create + patch), listed by label to
-# prune the ones no longer desired, deleted then.
+# Children rendered from each spec: server-side applied (create + patch), watched by label so
+# that a child changed or deleted by someone else is repaired at once, listed by label to prune
+# the ones no longer desired, deleted then.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Secrets are read by name (the database and Redis URLs a spec names) and created once (the
 # instance's generated JWT key and development database password); never listed or watched.
 - apiGroups: [""]
