@@ -158,7 +158,11 @@ def test_example_parses() -> None:
     assert example["kind"] == "Storefront"
     spec = parse_spec(example["spec"])
     assert spec.worker.autoscaling.enabled
-    assert [e.name for e in spec.scheduler.entries] == ["nightly-report", "stale-pending-orders"]
+    assert [e.name for e in spec.scheduler.entries] == [
+        "nightly-report",
+        "stale-pending-orders",
+        "expired-idempotency-keys",
+    ]
 
 
 def test_queues_are_the_workers_queues() -> None:
