@@ -61,7 +61,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         connections=args.connections,
     )
     orders = order_bench.OrderPlan(
-        duration_s=args.duration or orders.duration_s,
+        # An order takes hundreds of milliseconds under load: a round shorter than this may
+        # finish none, and a round that finished none measures nothing.
+        duration_s=max(args.duration or orders.duration_s, order_bench.MIN_ROUND_SECONDS),
         warmup_s=args.warmup if args.warmup is not None else orders.warmup_s,
         rounds=args.rounds or orders.rounds,
         connections=args.connections,
