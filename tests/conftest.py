@@ -13,7 +13,6 @@ pytest_plugins = [
     "tests.components.jaeger",
     "tests.components.kube",
     "tests.components.helm",
-    "tests.components.kind",
 ]
 
 

@@ -131,6 +131,10 @@ def reconcile_sync(
     job_name = migration_job_name(name, spec)
     api_name, worker_name = child_name(name, "api"), child_name(name, "worker")
     job = kube.get("batch/v1", "Job", namespace, job_name)
+    # The Job as the rollout decision below saw it (or as this reconcile created it): what its
+    # later status changes are measured against, so that a migration finishing while this
+    # reconcile runs still calls for the reconcile that releases the Deployments.
+    decided_job = job
     migration = migration_state(job)
     # New code must not meet an old schema: API, worker and scheduler wait for the migration.
     current = {
@@ -165,6 +169,8 @@ def reconcile_sync(
                 continue
             raise
         children[child_key(applied)] = child_state(applied)
+        if kind == "Job":
+            decided_job = applied
     if prune_children:
         keep = {key(m) for m in desired}
         pruned = prune(kube, namespace, name, meta["uid"], keep, context.service_monitor_crd, bound)
@@ -176,8 +182,8 @@ def reconcile_sync(
         migration = migration_state(job)
     api = kube.get("apps/v1", "Deployment", namespace, api_name)
     worker = kube.get("apps/v1", "Deployment", namespace, worker_name)
-    # The status below is computed from these three: their status changes call for a reconcile.
-    for observed in (job, api, worker):
+    # The status below is computed from these: their status changes call for a reconcile.
+    for observed in (decided_job, api, worker):
         if observed is not None:
             children[child_key(observed)] = child_state(observed, with_status=True)
     seen = Observation(

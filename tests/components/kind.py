@@ -1,9 +1,11 @@
 """kind fixture: a real Kubernetes cluster in Docker for the end-to-end tests.
 
-`kind_cluster` builds the Storefront images (scripts/images.sh, tag `e2e`), brings the cluster up
-with scripts/kind-up.sh (metrics-server, Prometheus and Jaeger in it, images loaded, sealed off
-from the network) and deletes it with scripts/kind-down.sh at the end of the session, failed or
-not; STOREFRONT_KIND_KEEP=1 keeps it for a look around (`make kind-down` removes it).
+`running_kind_cluster()` builds the Storefront images (scripts/images.sh, tag `e2e`), brings the
+cluster up with scripts/kind-up.sh (metrics-server, Prometheus and Jaeger in it, images loaded,
+sealed off from the network) and deletes it with scripts/kind-down.sh when done, failed or not;
+STOREFRONT_KIND_KEEP=1 keeps it for a look around (`make kind-down` removes it). The `kind_cluster`
+fixture (tests/kind/conftest.py) holds it for the kind tests only, so its pods do not load the
+machine while the rest of the suite runs.
 `KindCluster` runs kubectl and helm against it and opens port-forwards that close with the test.
 """
 
@@ -249,8 +251,8 @@ def _engine_running() -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def kind_cluster() -> Iterator[KindCluster]:
+@contextlib.contextmanager
+def running_kind_cluster() -> Iterator[KindCluster]:
     require_binary("kind")
     require_binary("kubectl")
     require_binary("helm")

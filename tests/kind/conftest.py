@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.components.kind import KindCluster, KubectlError, tool_versions
+from tests.components.kind import KindCluster, KubectlError, running_kind_cluster, tool_versions
 from tests.components.kube import wait_for
 from tests.components.process import REPO_ROOT
 
@@ -158,7 +158,14 @@ def explain(cluster: KindCluster, namespace: str) -> str:
     return "\n".join(parts)[-6000:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def kind_cluster() -> Iterator[KindCluster]:
+    """The kind cluster for this package's tests, deleted after the last of them."""
+    with running_kind_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="package")
 def operator_release(kind_cluster: KindCluster) -> str:
     """`helm install` of the chart with the operator image built here; waits for it."""
     versions = tool_versions()
@@ -183,7 +190,7 @@ def operator_release(kind_cluster: KindCluster) -> str:
     return RELEASE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shop(kind_cluster: KindCluster, operator_release: str) -> Iterator[Shop]:
     """The example Storefront with an administrator, Ready (on a cluster kept from an earlier
     run, the same one: its administrator keeps the password it was created with)."""

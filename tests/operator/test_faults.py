@@ -121,10 +121,11 @@ def test_api_server_restart(cluster: KubeAPIServer, tmp_path: Path) -> None:
             succeed_job(api, ns, job)
             converge("API Deployment", lambda: get(api, deployment_path(ns, "shop-api")), operator)
 
-        # Down for longer than the operator's and Kopf's retry backoffs (up to 30 s).
+        # Down for longer than Kopf's retry backoffs together (54 s), so that its requests give
+        # up: the watches must be opened again, not left closed.
         apiserver = cluster.processes[-1]
         apiserver.stop()
-        time.sleep(40)
+        time.sleep(65)
         apiserver.start()
         with cluster.http() as api:
             apiserver.wait_ready(lambda: api.get("/readyz").status_code == 200, timeout=120)
