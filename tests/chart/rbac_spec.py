@@ -55,3 +55,23 @@ FORBIDDEN: tuple[tuple[str, str, str], ...] = (
     ("apps", "daemonsets", "create"),
     ("apps", "deployments", "update"),
 )
+
+# Kopf peering (peering.enabled), cluster-scoped in every mode. The operator creates the shared
+# object when it is missing (operator/storefront_operator/handlers.py `_join_peering`); Kopf
+# watches every peering object (list, watch: it filters by name itself) and patches its
+# keep-alive into its own (kopf/_core/engines/peering.py `touch`, `clean`), the release's
+# object, the only one it may patch. Neither reads one by name (no `get`).
+PEERING_GROUP = "kopf.dev"
+PEERING_PLURAL = "clusterkopfpeerings"
+PEERING_ANY: frozenset[tuple[str, str, str]] = frozenset(
+    (PEERING_GROUP, PEERING_PLURAL, v) for v in ("list", "watch", "create")
+)
+PEERING_OWN: frozenset[tuple[str, str, str]] = frozenset(
+    (PEERING_GROUP, PEERING_PLURAL, v) for v in ("patch",)
+)
+# With crds.applyFromOperator, Kopf's peering CRD is applied like the operator's own, by name; not
+# being in the chart's crds/, its first apply is a create, which the API server authorizes as such.
+PEERING_CRD = f"{PEERING_PLURAL}.{PEERING_GROUP}"
+APPLY_PEERING_CRD: frozenset[tuple[str, str, str]] = frozenset(
+    ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("create", "patch")
+)

@@ -1,6 +1,6 @@
 """The chart installed into a real kube-apiserver: every object is accepted (server-side
-validation, CRD schema included), the RBAC it creates is exactly what the API server enforces,
-and upgrade and uninstall behave as a user expects."""
+validation, CRD schema included), the RBAC it creates is exactly what the API server enforces
+(peering's included), and upgrade and uninstall behave as a user expects."""
 
 from __future__ import annotations
 
@@ -16,7 +16,20 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from tests.chart.conftest import CHART, FIXTURES_DIR, VALUES_DIR
-from tests.chart.rbac_spec import APPLY_OWN_CRD, CRDS, FORBIDDEN, NAMESPACED, NAMESPACES, OWN_CRD
+from tests.chart.rbac_spec import (
+    APPLY_OWN_CRD,
+    APPLY_PEERING_CRD,
+    CRDS,
+    FORBIDDEN,
+    NAMESPACED,
+    NAMESPACES,
+    OWN_CRD,
+    PEERING_ANY,
+    PEERING_CRD,
+    PEERING_GROUP,
+    PEERING_OWN,
+    PEERING_PLURAL,
+)
 from tests.components.helm import Helm, HelmError
 from tests.components.kube import KubeAPIServer, wait_for
 
@@ -223,6 +236,51 @@ def test_namespaced_service_account_is_confined_to_its_namespaces(
     assert not leaked, f"allowed outside the watched namespaces: {sorted(leaked)}"
     assert all(_allowed(api, user, None, t) for t in CRDS)
     assert not any(_allowed(api, user, None, t) for t in NAMESPACES)
+
+
+def _live_strategy(api: client.ApiClient, release: Release) -> dict[str, Any]:
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(
+        release.fullname, release.namespace
+    )
+    live: dict[str, Any] = api.sanitize_for_serialization(deployment)
+    return dict(live["spec"]["strategy"])
+
+
+def test_peering_is_switched_on_and_off_by_upgrades_with_its_own_object_only(
+    release: Release, api: client.ApiClient, extra_namespace: str
+) -> None:
+    # The user's path: one standalone replica, then two peered ones, then back. Namespaced
+    # mode: the peering rights are cluster-wide all the same, children are not.
+    watch = f"watchNamespaces={{{release.namespace}}}"
+    release.install("--set", watch)
+    assert _live_strategy(api, release) == {"type": "Recreate"}
+    name = f"{release.name}-peers"
+    out = release.upgrade(
+        "--values", VALUES_DIR / "peering.yaml", "--set", f"peering.name={name}", "--set", watch
+    )
+    assert f'share the ClusterKopfPeering "{name}"' in out
+    assert _live_strategy(api, release)["type"] == "RollingUpdate"
+    _assert_all_live(api, release.manifests())
+    user = _service_account_user(release)
+    denied = [t for t in PEERING_ANY if not _allowed(api, user, None, t)]
+    denied += [t for t in PEERING_OWN if not _allowed(api, user, None, t, name=name)]
+    assert not denied, f"missing for peering: {sorted(denied)}"
+    assert not any(_allowed(api, user, None, t, name="someone-elses") for t in PEERING_OWN)
+    assert not _allowed(api, user, None, (PEERING_GROUP, PEERING_PLURAL, "delete"), name=name)
+    assert all(_allowed(api, user, None, t, name=PEERING_CRD) for t in APPLY_PEERING_CRD)
+    assert _allowed(api, user, None, APPLY_OWN_CRD, name=OWN_CRD)
+    assert not any(_allowed(api, user, None, t) for t in APPLY_PEERING_CRD)
+    # Helm creates the Storefront CRD; the operator may only patch it.
+    (create_crd,) = APPLY_PEERING_CRD - {APPLY_OWN_CRD}
+    assert not _allowed(api, user, None, create_crd, name=OWN_CRD)
+    assert not any(_allowed(api, user, extra_namespace, t) for t in NAMESPACED)
+
+    peered = release.manifests()
+    release.upgrade("--set", watch)
+    assert _live_strategy(api, release) == {"type": "Recreate"}
+    _assert_all_gone(api, [m for m in peered if m["kind"] == "PodDisruptionBudget"
+                           or m["metadata"]["name"].endswith("-peering")])  # fmt: skip
+    assert not any(_allowed(api, user, None, t) for t in PEERING_ANY)
 
 
 def test_sample_storefront_is_accepted_by_the_crd(release: Release, api: client.ApiClient) -> None:

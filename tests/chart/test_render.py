@@ -1,5 +1,6 @@
 """The chart as `helm lint` and `helm template` see it: what each values file renders, checked
-object by object (operator Deployment, RBAC, metrics, ServiceMonitor, dashboards, sample)."""
+object by object (operator Deployment, RBAC, peering, metrics, ServiceMonitor, dashboards,
+sample)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,20 @@ from tests.chart.conftest import (
     one,
     rule_triples,
 )
-from tests.chart.rbac_spec import APPLY_OWN_CRD, CRDS, NAMESPACED, NAMESPACES, OWN_CRD
-from tests.components.helm import Helm
+from tests.chart.rbac_spec import (
+    APPLY_OWN_CRD,
+    APPLY_PEERING_CRD,
+    CRDS,
+    NAMESPACED,
+    NAMESPACES,
+    OWN_CRD,
+    PEERING_ANY,
+    PEERING_CRD,
+    PEERING_GROUP,
+    PEERING_OWN,
+    PEERING_PLURAL,
+)
+from tests.components.helm import Helm, HelmError
 from tests.components.process import REPO_ROOT
 
 pytestmark = pytest.mark.helm
@@ -315,3 +328,144 @@ def test_the_rbac_lets_the_operator_watch_every_child_kind_it_watches() -> None:
         group = api_version.rpartition("/")[0]
         for verb in ("list", "watch"):
             assert (group, PLURALS[api_version, kind], verb) in NAMESPACED, (kind, verb)
+
+
+def _peering_role(manifests: list[Manifest]) -> Manifest:
+    (role,) = [
+        m for m in of_kind(manifests, "ClusterRole") if m["metadata"]["name"].endswith("-peering")
+    ]
+    return role
+
+
+def test_default_operator_runs_standalone_without_peering_rights(render: Render) -> None:
+    manifests = render("default")
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = _container(manifests)
+    assert not any(a.startswith("--peering") for a in container["args"])
+    assert "POD_ID" not in {e["name"] for e in container["env"]}
+    assert not of_kind(manifests, "PodDisruptionBudget")
+    for role in of_kind(manifests, "ClusterRole"):
+        assert all(t[0] != PEERING_GROUP for t in rule_triples(role["rules"]))
+        for rule in role["rules"]:
+            assert PEERING_CRD not in rule.get("resourceNames", [])
+
+
+def test_peering_runs_two_replicas_that_roll_one_at_a_time(render: Render) -> None:
+    manifests = render("peering")
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    # A new pod stands by until an old one leaves: never fewer than the declared replicas.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    container = _container(manifests)
+    args = container["args"]
+    assert args[args.index("--apply-crd") + 1 :][:3] == [
+        "--peering",
+        "--peering-name=shop-operators",
+        "--peering-lifetime=10",
+    ]
+    # Kopf names each replica in the peering object by the pod's name.
+    (pod_id,) = [e for e in container["env"] if e["name"] == "POD_ID"]
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+    budget = one(manifests, "PodDisruptionBudget")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_rendered_peering_arguments_are_what_the_cli_parses(render: Render) -> None:
+    # The chart's flags and defaults against the operator's own command line, parsed by it.
+    import typer.main
+    from storefront_operator.peering import DEFAULT_LIFETIME
+
+    from service.cli import app
+
+    command = typer.main.get_command(app)
+    manifests = render(None, "--set", "peering.enabled=true")
+    args = _container(manifests)["args"]
+    with command.make_context("storefront", list(args)) as context:
+        (name, operator, rest) = command.resolve_command(context, list(args))
+        assert name == "operator" and operator is not None
+        params = operator.make_context(name, rest, parent=context).params
+    assert params["standalone"] is False
+    # The release's own peering object unless named: releases never pause each other.
+    assert params["peering_name"] == one(manifests, "Deployment")["metadata"]["name"]
+    assert _peering_role(manifests)["rules"][1]["resourceNames"] == [params["peering_name"]]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["peering"]
+    assert params["peering_lifetime"] == defaults["lifetime"] == DEFAULT_LIFETIME
+
+
+def test_peering_rbac_grants_exactly_what_kopf_peering_needs(render: Render) -> None:
+    from storefront_operator.peering import PEERING_CRD_NAME
+    from storefront_operator.peering import PEERING_GROUP as OPERATOR_GROUP
+    from storefront_operator.peering import PEERING_PLURAL as OPERATOR_PLURAL
+
+    # What the spec grants is what the operator calls.
+    assert (PEERING_GROUP, PEERING_PLURAL, PEERING_CRD) == (
+        OPERATOR_GROUP,
+        OPERATOR_PLURAL,
+        PEERING_CRD_NAME,
+    )
+    for values in ("peering", "namespaced-peering"):
+        manifests = render(values)
+        role = _peering_role(manifests)
+        assert rule_triples(role["rules"]) == PEERING_ANY | PEERING_OWN
+        for rule in role["rules"]:
+            if "patch" in rule["verbs"]:
+                assert rule["resourceNames"] == ["shop-operators"], rule
+            else:
+                assert "resourceNames" not in rule, rule
+        (binding,) = [
+            m
+            for m in of_kind(manifests, "ClusterRoleBinding")
+            if m["roleRef"]["name"] == role["metadata"]["name"]
+        ]
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": one(manifests, "ServiceAccount")["metadata"]["name"],
+                "namespace": RELEASE_NAMESPACE,
+            }
+        ]
+        # Applying Kopf's peering CRD (created by the first apply), by name, next to the
+        # operator's own (which Helm creates from crds/).
+        applies = {
+            (tuple(rule["resourceNames"]), tuple(rule["verbs"]))
+            for r in of_kind(manifests, "ClusterRole")
+            for rule in r["rules"]
+            if rule["apiGroups"] == ["apiextensions.k8s.io"] and "patch" in rule["verbs"]
+        }
+        assert applies == {((OWN_CRD,), ("patch",)), ((PEERING_CRD,), ("create", "patch"))}
+
+
+def test_peering_without_applying_crds_patches_no_crd(render: Render) -> None:
+    manifests = render("peering", "--set", "crds.applyFromOperator=false")
+    assert _peering_role(manifests)
+    for role in of_kind(manifests, "ClusterRole"):
+        assert not rule_triples(role["rules"]) & ({APPLY_OWN_CRD} | APPLY_PEERING_CRD)
+
+
+def test_namespaced_peering_keeps_children_in_the_watched_namespaces(render: Render) -> None:
+    manifests = render("namespaced-peering")
+    for role in of_kind(manifests, "Role"):
+        assert rule_triples(role["rules"]) == NAMESPACED
+    roles = of_kind(manifests, "ClusterRole")
+    cluster_wide = set().union(*(rule_triples(r["rules"]) for r in roles))
+    assert cluster_wide == CRDS | {APPLY_OWN_CRD} | APPLY_PEERING_CRD | PEERING_ANY | PEERING_OWN
+
+
+def test_several_replicas_without_peering_fail_to_render(helm_bin: Helm) -> None:
+    with pytest.raises(HelmError, match=r"replicaCount > 1 needs peering\.enabled=true"):
+        helm_bin.template(CHART, "--set", "replicaCount=2")
+
+
+def test_one_peered_replica_has_no_disruption_budget(render: Render) -> None:
+    # A budget of one on one pod would only block node drains.
+    manifests = render(None, "--set", "peering.enabled=true")
+    assert one(manifests, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not of_kind(manifests, "PodDisruptionBudget")

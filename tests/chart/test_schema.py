@@ -16,7 +16,10 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema(s)"
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "replicaCount=2"], "at '/replicaCount': value must be one of 0, 1"),
+        (["--set", "replicaCount=-1"], "at '/replicaCount': minimum: got -1, want 0"),
+        (["--set", "peering.lifetime=2"], "at '/peering/lifetime': minimum: got 2, want 5"),
+        (["--set", "peering.name=Shop_Operators"], "at '/peering/name': 'Shop_Operators'"),
+        (["--set", "peering.enable=true"], "additional properties 'enable' not allowed"),
         (
             ["--set", "watchNamespaces[0]=Shop_A"],
             "at '/watchNamespaces/0': 'Shop_A' does not match",
@@ -59,5 +62,9 @@ def test_every_documented_default_is_accepted(helm_bin: Helm) -> None:
         "--set", "sample.enabled=true",
         "--set", "watchNamespaces={a,b}",
         "--set", "image.digest=sha256:" + "0" * 64,
+        "--set", "peering.enabled=true",
+        "--set", "replicaCount=2",
     )  # fmt: skip
-    assert {m["kind"] for m in manifests} >= {"ServiceMonitor", "Storefront", "Role"}
+    assert {m["kind"] for m in manifests} >= {
+        "ServiceMonitor", "Storefront", "Role", "PodDisruptionBudget",
+    }  # fmt: skip

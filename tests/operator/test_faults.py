@@ -1,8 +1,9 @@
 """Faults the operator must survive, each on a real etcd + kube-apiserver of its own: the API
 server stopped and started again, its connections silently stalled by a proxy, the operator
-SIGKILLed while it works, and two replicas with peering when the active one dies. Deadlines are
-generous and nothing is timed: the tests prove convergence, the benchmark measures speed.
-Marked `fault` (and `slow`, `cluster`), so the inner loop leaves them out."""
+SIGKILLed while it works, and two replicas with peering when the active one dies (also as the
+chart installs them: its flags, its ServiceAccount's RBAC). Deadlines are generous and nothing
+is timed: the tests prove convergence, the benchmark measures speed. Marked `fault` (and `slow`,
+`cluster`), so the inner loop leaves them out."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ import httpx
 import pytest
 import yaml
 from storefront_operator.kube import PRUNABLE, path_for
+from storefront_operator.peering import PEERING_CRD_NAME
 from storefront_operator.render import migration_job_name
 from storefront_operator.spec import parse_spec
 
+from tests.chart.conftest import CHART
+from tests.chart.conftest import VALUES_DIR as CHART_VALUES
+from tests.components.helm import Helm
 from tests.components.kube import KubeAPIServer, start_kube_apiserver, wait_for
 from tests.components.ports import free_port
 from tests.components.process import ManagedProcess
@@ -253,6 +258,95 @@ def test_two_replicas_with_peering_one_acts_and_the_other_takes_over(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def service_account_kubeconfig(
+    cluster: KubeAPIServer, api: httpx.Client, namespace: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount, with a token from the API server's
+    TokenRequest API, as a pod's projected token would: what the account may do is what its
+    RBAC grants, nothing more."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"expirationSeconds": 3600}}  # fmt: skip
+    response = api.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", json=request
+    )
+    assert response.status_code == 201, response.text
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": account, "user": {"token": response.json()["status"]["token"]}}]
+    config["contexts"][0]["context"]["user"] = account
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.helm
+def test_two_replicas_installed_by_the_chart_take_over_under_its_rbac(
+    cluster: KubeAPIServer, helm_bin: Helm, tmp_path: Path
+) -> None:
+    # The chart's RBAC and flags, not an admin's: each replica runs as the release's
+    # ServiceAccount with the arguments the chart gives its pods (but their ports), applies the
+    # peering CRD, creates the peering object, keeps alive in it and takes over.
+    release_ns = "storefront-system"
+    helm_bin.run(
+        "install", "sf", CHART, "--namespace", release_ns, "--create-namespace", "--wait=false",
+        "--kubeconfig", cluster.kubeconfig, "--values", CHART_VALUES / "peering.yaml",
+    )  # fmt: skip
+    manifests = yaml.safe_load_all(
+        helm_bin.run("get", "manifest", "sf", "--namespace", release_ns,
+                     "--kubeconfig", cluster.kubeconfig).stdout
+    )  # fmt: skip
+    (deployment,) = [m for m in manifests if m and m["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    chart_args = [
+        a
+        for a in pod["containers"][0]["args"][1:]  # after `operator`
+        if not a.startswith(("--liveness-port=", "--metrics-port="))
+    ]
+    assert "--peering" in chart_args and "--peering-name=shop-operators" in chart_args
+    with cluster.http() as api:
+        # Nobody but the replicas, with the chart's rights, applies Kopf's peering CRD.
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        assert get(api, f"{crds}/{PEERING_CRD_NAME}") is None
+        kubeconfig = service_account_kubeconfig(
+            cluster, api, release_ns, pod["serviceAccountName"], tmp_path / "sa-kubeconfig"
+        )
+        replicas = [
+            Operator(cluster, tmp_path / f"replica-{i}", *chart_args, kubeconfig=kubeconfig)
+            for i in range(2)
+        ]
+        try:
+            replicas[0].start()
+            time.sleep(2)  # the first started is the one in charge
+            replicas[1].start()
+            peers = "/apis/kopf.dev/v1/clusterkopfpeerings/shop-operators"
+            converge(
+                "both replicas keep alive in the peering object",
+                lambda: len((get(api, peers) or {}).get("status") or {}) == 2,
+                replicas[1],
+            )
+            ns = namespace(api, "peers")
+            assert create_storefront(api, ns, "first", BASIC_SPEC).status_code == 201
+            converge("first reconciled", lambda: reconciled(api, ns, "first"), replicas[0])
+            time.sleep(5)
+            counts = [reconciles(r.metrics) for r in replicas]
+            assert counts[0] >= 1 and counts[1] == 0, counts
+
+            replicas[0].kill()
+            assert create_storefront(api, ns, "second", BASIC_SPEC).status_code == 201
+            converge("taken over", lambda: reconciled(api, ns, "second"), replicas[1])
+            assert reconciles(replicas[1].metrics) >= 1
+            # The survivor cleaned the dead replica's record out under the same rights.
+            converge(
+                "dead replica forgotten",
+                lambda: len((get(api, peers) or {}).get("status") or {}) == 1,
+                replicas[1],
+            )
+            for replica in replicas[1:]:
+                assert replica.process.running(), replica.process.log_tail()
+        finally:
+            for replica in replicas:
+                replica.stop()
 
 
 class StallingProxy:

@@ -61,6 +61,11 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The ClusterKopfPeering object the release's replicas share: its own unless named. */}}
+{{- define "storefront.peeringName" -}}
+{{- default (include "storefront.fullname" .) .Values.peering.name }}
+{{- end }}
+
 {{/* The ServiceAccount the operator runs as. */}}
 {{- define "storefront.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
@@ -121,7 +126,7 @@ Shared by the ClusterRole (cluster-wide) and the per-namespace Roles (watchNames
 {{/*
 Cluster-scoped rules the operator needs in every mode: kopf discovers the CRDs it serves and the
 operator checks whether the ServiceMonitor CRD exists; with crds.applyFromOperator it also
-server-side applies its own CRD (and only that one) at start.
+server-side applies its own CRD (and only that one; with peering, Kopf's peering CRD too) at start.
 */}}
 {{- define "storefront.crdRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
@@ -132,5 +137,29 @@ server-side applies its own CRD (and only that one) at start.
   resources: ["customresourcedefinitions"]
   resourceNames: ["storefronts.storefront.dev"]
   verbs: ["patch"]
+{{- if .Values.peering.enabled }}
+# Kopf's peering CRD is not in crds/: the operator's first apply creates it, which the API server
+# authorizes as `create` of that name.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["clusterkopfpeerings.kopf.dev"]
+  verbs: ["create", "patch"]
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Kopf peering (peering.enabled): the operator creates the shared ClusterKopfPeering object when it
+is missing; Kopf lists and watches the peering objects (it cannot select one by name) and patches
+its keep-alive into the release's own, the only one it may patch. Cluster-scoped in every
+mode: the replicas of a namespaced operator share one object too.
+*/}}
+{{- define "storefront.peeringRules" -}}
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "create"]
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  resourceNames: [{{ include "storefront.peeringName" . | quote }}]
+  verbs: ["patch"]
 {{- end }}
