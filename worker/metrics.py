@@ -4,6 +4,7 @@ letters, queue depth read from Redis at scrape time, and the scheduler's ticks a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from fnmatch import fnmatchcase
 
 import redis as sync_redis
 import structlog
@@ -72,18 +73,41 @@ def queue_keys(namespace: str, queue: str) -> dict[str, str]:
 def read_queue_depth(
     client: sync_redis.Redis, namespace: str, queues: Iterable[str]
 ) -> dict[tuple[str, str], int]:
-    """Messages per (queue, state): queued, delayed (retries waiting), dead, in_flight."""
-    depth: dict[tuple[str, str], int] = {}
+    """Messages per (queue, state): queued, delayed (retries waiting), dead, in_flight.
+
+    Three round trips whatever the number of queues (the counts pipelined, one scan of the
+    workers' acks sets, their sizes pipelined): the operator reads this for every instance
+    every few seconds, so a round trip per key would be most of its idle work."""
+    queues = list(queues)
+    counts = client.pipeline(transaction=False)
     for queue in queues:
         keys = queue_keys(namespace, queue)
-        depth[(queue, "queued")] = int(client.llen(keys["queued"]))
-        depth[(queue, "delayed")] = int(client.hlen(keys["delayed"]))
-        depth[(queue, "dead")] = int(client.zcard(keys["dead"]))
-        in_flight = 0
-        for ack_key in client.scan_iter(match=keys["in_flight"], count=500):
-            in_flight += int(client.scard(ack_key))
-        # Delayed messages a worker holds in memory sit in the acks of the ``.DQ`` queue.
-        depth[(queue, "in_flight")] = in_flight
+        counts.llen(keys["queued"])
+        counts.hlen(keys["delayed"])
+        counts.zcard(keys["dead"])
+    counted = counts.execute()
+    ack_keys = [
+        key.decode() if isinstance(key, bytes) else str(key)
+        for key in client.scan_iter(match=f"{namespace}:__acks__.*", count=500)
+    ]
+    sizes: list[int] = []
+    if ack_keys:
+        scards = client.pipeline(transaction=False)
+        for key in ack_keys:
+            scards.scard(key)
+        sizes = [int(size) for size in scards.execute()]
+    depth: dict[tuple[str, str], int] = {}
+    for index, queue in enumerate(queues):
+        queued, delayed, dead = counted[3 * index : 3 * index + 3]
+        depth[(queue, "queued")] = int(queued)
+        depth[(queue, "delayed")] = int(delayed)
+        depth[(queue, "dead")] = int(dead)
+        # Fetched but unacknowledged: the acks sets of this queue, one per worker process.
+        # (Delayed messages a worker holds in memory sit in the acks of the ``.DQ`` queue.)
+        pattern = queue_keys(namespace, queue)["in_flight"]
+        depth[(queue, "in_flight")] = sum(
+            size for key, size in zip(ack_keys, sizes, strict=True) if fnmatchcase(key, pattern)
+        )
     return depth
 
 

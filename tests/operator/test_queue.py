@@ -10,6 +10,8 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from storefront_operator.queue import QueueReader, queue_depth
 
+from worker.metrics import read_queue_depth
+
 pytestmark = pytest.mark.redis
 
 
@@ -48,6 +50,18 @@ def test_sums_several_queues(redis_url: str) -> None:
     client.rpush("dramatiq:default", "c")
     assert queue_depth(redis_url, ["default", "images"]) == 3
     assert queue_depth(redis_url, ["emails"]) == 0
+
+
+def test_in_flight_is_counted_per_queue_across_worker_processes(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.sadd("dramatiq:__acks__.w1.default", "a", "b")
+    client.sadd("dramatiq:__acks__.w2.default", "c")
+    client.sadd("dramatiq:__acks__.w1.images", "d")
+    client.sadd("dramatiq:__acks__.w2.default.DQ", "e")  # the delay queue's, not default's
+    depth = read_queue_depth(client, "dramatiq", ["default", "images", "reports"])
+    assert depth[("default", "in_flight")] == 3
+    assert depth[("images", "in_flight")] == 1
+    assert depth[("reports", "in_flight")] == 0
 
 
 def test_unreachable_redis_raises_quickly() -> None:
