@@ -53,7 +53,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         orders = order_bench.OrderPlan(duration_s=10, warmup_s=3, rounds=5)
         login = login_bench.LoginPlan(duration_s=5, rounds=5)
         worker = worker_bench.WorkerPlan(backlog=3000, paced=300, rate=150, rounds=3)
-        operator = operator_bench.OperatorPlan(sequential=50, burst=200)
+        operator = operator_bench.OperatorPlan(sequential=50, burst=args.operator_instances)
     http = http_bench.HttpPlan(
         duration_s=args.duration or http.duration_s,
         warmup_s=args.warmup if args.warmup is not None else http.warmup_s,
@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (HTTP, login, worker)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--worker-jobs", type=int, help="backlog of each job kind per run")
+    parser.add_argument(
+        "--operator-instances",
+        type=int,
+        default=operator_bench.OperatorPlan.burst,
+        help="Storefronts created at once (and kept at rest) in the operator run",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="results directory")
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SCENARIOS)

@@ -44,7 +44,7 @@ SECTION = "Operator (real kube-apiserver)"
 @dataclass(frozen=True)
 class OperatorPlan:
     sequential: int = 50
-    burst: int = 200
+    burst: int = 1000
     idle_seconds: float = 60.0
     drift_samples: int = 5
 
@@ -53,6 +53,8 @@ class OperatorPlan:
 IDLE_REQUESTS_GOAL = 1.0  # API requests per instance per minute
 IDLE_CPU_GOAL = 5.0  # % of one core
 DRIFT_REPAIR_GOAL = 30.0  # seconds for a child deleted by hand to be back
+BURST_GOAL = 120.0  # seconds for every instance created at once to be reconciled
+RSS_GOAL = 200.0  # MiB of operator memory with every instance loaded
 
 
 @dataclass
@@ -387,12 +389,14 @@ def rows(outcome: OperatorOutcome) -> list[Row]:
             subject=f"reconcile {plan.burst} created at once",
             value=outcome.burst_seconds,
             unit="s",
+            targets=(goal(f"<= {BURST_GOAL:g} s", outcome.burst_seconds, BURST_GOAL),),
         ),
         Row(
             section=SECTION,
             subject=f"operator RSS at {plan.burst} instances (after start-up: {idle:.0f} MiB)",
             value=outcome.rss_loaded_mib,
             unit="MiB",
+            targets=(goal(f"<= {RSS_GOAL:g} MiB", outcome.rss_loaded_mib, RSS_GOAL),),
         ),
         Row(
             section=SECTION,

@@ -36,7 +36,9 @@ from tests.components.process import (
 )
 
 HOST = "127.0.0.1"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# Room for the Services of thousands of instances (the operator benchmark creates 1,000, each
+# with several Services, and nothing garbage-collects without a controller manager).
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 
