@@ -132,7 +132,10 @@ class Runtime:
     def track(self, body: Body) -> None:
         meta = body["metadata"]
         ident = (meta["namespace"], meta["name"])
-        self.instances[ident] = copy.deepcopy(dict(body))
+        # Without managedFields, which nothing here reads and which are most of a body's size.
+        kept = {k: v for k, v in body.items() if k != "metadata"}
+        kept["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        self.instances[ident] = copy.deepcopy(kept)
         if ident not in self.resync_due:
             uid = str(meta.get("uid") or f"{ident}")
             interval = self.config.resync_interval

@@ -3,6 +3,7 @@ status patches, Events) over the official `kubernetes` package; handlers call it
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 WITH_STATUS = frozenset({"Deployment", "Job"})
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
 LIST_PAGE = 500
+CRD_TTL = 30.0  # seconds a CRD's presence is taken as known
 _insecure_told = False
 
 
@@ -110,6 +112,7 @@ class Kube:
     def __init__(self, api_client: client.ApiClient | None = None, timeout: float = 30) -> None:
         self.api = api_client or load_api_client()
         self.timeout = timeout
+        self._crds: dict[str, tuple[float, bool]] = {}  # name -> (when seen, installed)
 
     def close(self) -> None:
         self.api.close()
@@ -246,15 +249,23 @@ class Kube:
                 raise
 
     def crd_exists(self, name: str) -> bool:
+        """Whether a CRD is installed, as seen in the last `CRD_TTL` seconds: every reconcile
+        asks (for the ServiceMonitor CRD), and a CRD installed later is picked up soon enough."""
+        now = time.monotonic()
+        seen = self._crds.get(name)
+        if seen is not None and now - seen[0] < CRD_TTL:
+            return seen[1]
         try:
             self.request(
                 "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", verb="get"
             )
+            exists = True
         except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+            if exc.status != 404:
+                raise
+            exists = False
+        self._crds[name] = (now, exists)
+        return exists
 
     def apply_crd(self, manifest: Manifest) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
@@ -332,16 +343,17 @@ class Kube:
     # -- secrets ------------------------------------------------------------------------------
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value of one Secret key; None when the Secret or the key is missing."""
-        import base64
+        return (self.secret_data(namespace, name) or {}).get(key)
 
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Every key of a Secret, decoded; None when the Secret is missing."""
         secret = self.get("v1", "Secret", namespace, name)
         if secret is None:
             return None
-        raw = (secret.get("data") or {}).get(key)
-        if raw is None:
-            value = (secret.get("stringData") or {}).get(key)
-            return None if value is None else str(value)
-        return base64.b64decode(raw).decode()
+        values = {k: str(v) for k, v in (secret.get("stringData") or {}).items()}
+        for k, raw in (secret.get("data") or {}).items():
+            values[k] = base64.b64decode(raw).decode()
+        return values
 
     def ensure_generated_secret(
         self, namespace: str, name: str, owner: Mapping[str, Any], labels: Mapping[str, str]

@@ -151,6 +151,9 @@ def reconcile_sync(
     children: dict[ChildKey, ChildState] = {
         child_key(d): child_state(d) for d in current.values() if d is not None
     }
+    # The API server answers an apply with the whole object, status included: what the status
+    # below is computed from, without reading it again.
+    written: dict[ChildKey, dict[str, Any]] = {}
     apply_problem: Problem | None = None
     for manifest in desired:
         kind, child = manifest["kind"], manifest["metadata"]["name"]
@@ -169,6 +172,7 @@ def reconcile_sync(
                 continue
             raise
         children[child_key(applied)] = child_state(applied)
+        written[child_key(applied)] = applied
         if kind == "Job":
             decided_job = applied
     if prune_children:
@@ -178,10 +182,10 @@ def reconcile_sync(
             children.pop(gone, None)
 
     if job is None:
-        job = kube.get("batch/v1", "Job", namespace, job_name)
+        job = decided_job
         migration = migration_state(job)
-    api = kube.get("apps/v1", "Deployment", namespace, api_name)
-    worker = kube.get("apps/v1", "Deployment", namespace, worker_name)
+    api = written.get(("apps/v1", "Deployment", api_name), current.get(api_name))
+    worker = written.get(("apps/v1", "Deployment", worker_name), current.get(worker_name))
     # The status below is computed from these: their status changes call for a reconcile.
     for observed in (decided_job, api, worker):
         if observed is not None:
@@ -232,8 +236,11 @@ def missing_references(kube: Kube, namespace: str, spec: StorefrontSpec) -> Prob
             ("spec.admin.secretRef", admin.name, admin.email_key),
             ("spec.admin.secretRef", admin.name, admin.password_key),
         ]
+    found: dict[str, Mapping[str, str] | None] = {}  # each Secret read once
     for field, secret, secret_key in refs:
-        if kube.secret_value(namespace, secret, secret_key) is None:
+        if secret not in found:
+            found[secret] = kube.secret_data(namespace, secret)
+        if secret_key not in (found[secret] or {}):
             return Problem(
                 "SecretNotFound",
                 f"{field}: Secret {secret!r} with key {secret_key!r} not found in namespace "
