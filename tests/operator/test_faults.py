@@ -231,6 +231,21 @@ def reconciles(metrics_port: int) -> float:
     )
 
 
+def first_acts_then_second_takes_over(api: httpx.Client, replicas: list[Operator]) -> None:
+    """Only the replica in charge reconciles; SIGKILLed, the other reconciles in its place."""
+    ns = namespace(api, "peers")
+    assert create_storefront(api, ns, "first", BASIC_SPEC).status_code == 201
+    converge("first reconciled", lambda: reconciled(api, ns, "first"), replicas[0])
+    time.sleep(5)
+    counts = [reconciles(r.metrics) for r in replicas]
+    assert counts[0] >= 1 and counts[1] == 0, counts
+
+    replicas[0].kill()
+    assert create_storefront(api, ns, "second", BASIC_SPEC).status_code == 201
+    converge("taken over", lambda: reconciled(api, ns, "second"), replicas[1])
+    assert reconciles(replicas[1].metrics) >= 1
+
+
 def test_two_replicas_with_peering_one_acts_and_the_other_takes_over(
     cluster: KubeAPIServer, tmp_path: Path
 ) -> None:
@@ -244,17 +259,7 @@ def test_two_replicas_with_peering_one_acts_and_the_other_takes_over(
         replicas[1].start()
         with cluster.http() as api:
             wait_for(lambda: api.get(SF.format(ns="default")).status_code == 200, 60, what="CRD")
-            ns = namespace(api, "peers")
-            assert create_storefront(api, ns, "first", BASIC_SPEC).status_code == 201
-            converge("first reconciled", lambda: reconciled(api, ns, "first"), replicas[0])
-            time.sleep(5)
-            counts = [reconciles(r.metrics) for r in replicas]
-            assert counts[0] >= 1 and counts[1] == 0, counts
-
-            replicas[0].kill()
-            assert create_storefront(api, ns, "second", BASIC_SPEC).status_code == 201
-            converge("taken over", lambda: reconciled(api, ns, "second"), replicas[1])
-            assert reconciles(replicas[1].metrics) >= 1
+            first_acts_then_second_takes_over(api, replicas)
     finally:
         for replica in replicas:
             replica.stop()
@@ -325,17 +330,7 @@ def test_two_replicas_installed_by_the_chart_take_over_under_its_rbac(
                 lambda: len((get(api, peers) or {}).get("status") or {}) == 2,
                 replicas[1],
             )
-            ns = namespace(api, "peers")
-            assert create_storefront(api, ns, "first", BASIC_SPEC).status_code == 201
-            converge("first reconciled", lambda: reconciled(api, ns, "first"), replicas[0])
-            time.sleep(5)
-            counts = [reconciles(r.metrics) for r in replicas]
-            assert counts[0] >= 1 and counts[1] == 0, counts
-
-            replicas[0].kill()
-            assert create_storefront(api, ns, "second", BASIC_SPEC).status_code == 201
-            converge("taken over", lambda: reconciled(api, ns, "second"), replicas[1])
-            assert reconciles(replicas[1].metrics) >= 1
+            first_acts_then_second_takes_over(api, replicas)
             # The survivor cleaned the dead replica's record out under the same rights.
             converge(
                 "dead replica forgotten",
