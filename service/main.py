@@ -39,7 +39,7 @@ from service.observability.tracing import (
 from service.schemas.common import ErrorResponse
 from service.services import users
 from service.services.events import EventHub
-from service.services.outbox import OutboxRelay
+from service.services.outbox import OutboxRelay, SentRows
 
 log = structlog.get_logger("storefront.app")
 
@@ -47,7 +47,7 @@ log = structlog.get_logger("storefront.app")
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the engine, Redis (embedded if none is configured), HTTP client, event hub, the
-    outbox relay, the password-hashing threads and the rate limits' counters."""
+    outbox relay and row sweeper, the password-hashing threads and the rate limits' counters."""
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if redis_url is None:
@@ -61,6 +61,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     hub = EventHub(redis)
     relay = OutboxRelay(redis, sessions, settings.outbox_relay_interval_seconds)
+    sent_rows = SentRows(sessions, engine)
     passwords = PasswordHashing(
         settings.password_hash_concurrency, settings.password_hash_wait_seconds
     )
@@ -70,6 +71,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         await hub.start()
         relay.start()
+        sent_rows.start()
         yield Resources(
             settings=settings,
             engine=engine,
@@ -80,10 +82,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             events=hub,
             passwords=passwords,
             rate_limits=rate_limits,
+            sent_rows=sent_rows,
         )
     finally:
         await rate_limits.close()
         passwords.close()
+        await sent_rows.close()  # before the engine is disposed: it deletes what is left
         await relay.close()
         await hub.close()
         await http.aclose()

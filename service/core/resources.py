@@ -12,6 +12,7 @@ from service.core.passwords import PasswordHashing
 from service.core.ratelimit import RateLimits
 from service.core.settings import Settings
 from service.services.events import EventHub
+from service.services.outbox import SentRows
 
 
 @dataclass
@@ -25,3 +26,4 @@ class Resources:
     events: EventHub
     passwords: PasswordHashing
     rate_limits: RateLimits
+    sent_rows: SentRows

@@ -33,6 +33,11 @@ async def publish(redis: aioredis.Redis, topic: str, event: dict[str, Any]) -> N
     await redis.publish(channel_for(topic), orjson.dumps(event))
 
 
+def publish_in(pipe: aioredis.client.Pipeline, topic: str, event: dict[str, Any]) -> None:
+    """:func:`publish`, queued on ``pipe`` to go with the pipeline's other commands."""
+    pipe.publish(channel_for(topic), orjson.dumps(event))
+
+
 class EventHub:
     """Listens once on Redis and fans events out to in-process subscriber queues."""
 
