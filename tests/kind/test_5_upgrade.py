@@ -106,6 +106,9 @@ def test_an_image_upgrade_drops_no_request(shop: Shop, api_url: str) -> None:
     )
     client.stop()
     summary = client.summary()
-    print(f"upgrade under traffic: {summary['requests']} requests, {summary['failures']} failed")
+    print(
+        f"upgrade under traffic: {summary['requests']} requests, {summary['failures']} failed, "
+        f"{summary['retried']} sent again after a connection closed without an answer"
+    )
     assert summary["requests"] > 200
     assert summary["failures"] == 0, summary["errors"]

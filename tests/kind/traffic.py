@@ -6,10 +6,12 @@ from a ConfigMap. Two modes:
 
   load      GET one product as fast as CONCURRENCY threads can, for SECONDS or until /tmp/stop
             exists (CPU for the HPA)
-  shop      until /tmp/stop exists: read a product, and every fifth time place an order; count
-            every request and every failure (a non-2xx status or no answer at all)
+  shop      until /tmp/stop exists: read a product, and every fifth time place an order (with an
+            Idempotency-Key); count every request and every failure (a non-2xx status, or no
+            answer twice in a row)
 
-Both print one JSON summary line at the end: {"requests": N, "failures": N, "errors": [...]}.
+Both print one JSON summary line at the end: {"requests": N, "failures": N, "retried": N,
+"errors": [...]}.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -31,6 +34,7 @@ class Tally:
         self.lock = threading.Lock()
         self.requests = 0
         self.failures = 0
+        self.retried = 0
         self.errors: list[str] = []
 
     def record(self, what: str, response: httpx.Response | None, error: str = "") -> None:
@@ -46,19 +50,40 @@ class Tally:
     def summary(self) -> str:
         with self.lock:
             return json.dumps(
-                {"requests": self.requests, "failures": self.failures, "errors": self.errors}
+                {
+                    "requests": self.requests,
+                    "failures": self.failures,
+                    "retried": self.retried,
+                    "errors": self.errors,
+                }
             )
 
 
 def call(
     tally: Tally, client: httpx.Client, what: str, method: str, path: str, **kwargs: object
 ) -> None:
-    try:
-        response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
-    except httpx.HTTPError as exc:
-        tally.record(what, None, f"{type(exc).__name__}: {exc}")
-    else:
-        tally.record(what, response)
+    """One request as a careful client makes it: when the connection closes before any answer
+    (a kept-alive connection the server closed as it shut down, which HTTP/1.1 allows), send
+    it once more on a new connection. Safe for an order too: it carries an Idempotency-Key, so
+    a retry of one that was placed gets the same order back. A second failure counts."""
+    for attempt in (1, 2):
+        try:
+            response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            if attempt == 1 and isinstance(exc, RETRIED):
+                with tally.lock:
+                    tally.retried += 1
+                continue
+            tally.record(what, None, f"{type(exc).__name__}: {exc}")
+        except httpx.HTTPError as exc:
+            tally.record(what, None, f"{type(exc).__name__}: {exc}")
+        else:
+            tally.record(what, response)
+        return
+
+
+# No answer at all: the request may or may not have reached the application.
+RETRIED = (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError, httpx.WriteError)
 
 
 def load(url: str, product: int, seconds: float, concurrency: int) -> Tally:
@@ -87,7 +112,9 @@ def shop(url: str, product: int, token: str) -> Tally:
         while not STOP_FILE.exists():
             call(tally, client, "read", "GET", f"/api/v1/products/{product}")
             if count % 5 == 0:
-                call(tally, client, "order", "POST", "/api/v1/orders", json=order, headers=headers)
+                key = {"Idempotency-Key": str(uuid.uuid4())}
+                call(tally, client, "order", "POST", "/api/v1/orders", json=order,
+                     headers=headers | key)  # fmt: skip
             count += 1
             if count % 50 == 0:
                 print(f"progress {tally.summary()}", flush=True)
