@@ -5,6 +5,7 @@ slow to run during the suite (so every repair seen is driven by events), and RES
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -147,24 +148,29 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def succeed_job(api: httpx.Client, ns: str, job: str) -> None:
     """Play the Job controller's part: mark the migration Job as succeeded (works whether or not
-    a real Job controller already counts an active pod)."""
+    a real Job controller already counts an active pod). A real controller writing the status
+    between the read and the patch makes the patch invalid: read again and repeat."""
     path = f"/apis/batch/v1/namespaces/{ns}/jobs/{job}"
-    current = (get(api, path) or {}).get("status") or {}
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {
-        "status": {
-            "startTime": current.get("startTime") or now,
-            "completionTime": now,
-            "active": 0,
-            "ready": 0,
-            "succeeded": 1,
-            "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now},
-            ],
+    for _ in range(5):
+        current = (get(api, path) or {}).get("status") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {
+            "status": {
+                "startTime": current.get("startTime") or now,
+                "completionTime": now,
+                "active": 0,
+                "ready": 0,
+                "succeeded": 1,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now},
+                ],
+            }
         }
-    }
-    response = api.patch(f"{path}/status", json=status, headers=MERGE)
+        response = api.patch(f"{path}/status", json=status, headers=MERGE)
+        if response.status_code not in (409, 422):
+            break
+        time.sleep(0.5)
     assert response.status_code == 200, response.text
 
 
